@@ -1,0 +1,57 @@
+"""Loss aggregation: how per-token losses become one scalar.
+
+The choice of normaliser is its own axis (STYLE.md §2), separate from the objective:
+
+- ``token_mean``              sum_{i,t} m_{i,t} l_{i,t} / sum_{i,t} m_{i,t}         DAPO (2503.14476) Eq. 8
+- ``seq_mean_token_mean``     (1/B) sum_i (1/|o_i|) sum_t m_{i,t} l_{i,t}           DeepSeekMath (2402.03300) Eq. 3
+- ``seq_mean_token_sum``      (1/B) sum_i sum_t m_{i,t} l_{i,t}
+- ``seq_mean_token_sum_norm`` (1/B) sum_i sum_t m_{i,t} l_{i,t} / norm               Dr. GRPO (2503.20783), norm = MAX_TOKENS
+
+``|o_i| = sum_t m_{i,t}``. A sequence with no completion token contributes 0 (never NaN).
+"""
+
+from __future__ import annotations
+
+import torch
+
+AGGREGATION_MODES = (
+    "token_mean",
+    "seq_mean_token_mean",
+    "seq_mean_token_sum",
+    "seq_mean_token_sum_norm",
+)
+
+
+def masked_fill_zero(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``m * x`` with exact zeros where ``m == 0``, even when ``x`` holds huge values there. Shapes (B, T)."""
+    return torch.where(mask > 0, x * mask, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scalar ``sum(m * x) / sum(m)`` over all masked entries; 0 when the mask is empty."""
+    return masked_fill_zero(x, mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def aggregate(
+    per_token: torch.Tensor, mask: torch.Tensor, mode: str, *, norm: float | None = None
+) -> torch.Tensor:
+    """Reduce a per-token loss ``(B, T)`` to a scalar with ``mask`` ``(B, T)``; see the module docstring.
+
+    ``norm`` is only used by ``seq_mean_token_sum_norm`` (default ``mask.shape[-1]``, the generation
+    budget T, as in Dr. GRPO's ``(loss * mask).sum(-1) / MAX_TOKENS``).
+    """
+    if mode not in AGGREGATION_MODES:
+        raise ValueError(f"unknown aggregation mode {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")
+    masked = masked_fill_zero(per_token, mask)  # (B, T)
+    if mode == "token_mean":
+        return masked.sum() / mask.sum().clamp(min=1.0)
+    seq_sum = masked.sum(dim=-1)  # (B,)
+    if mode == "seq_mean_token_mean":
+        return (seq_sum / mask.sum(dim=-1).clamp(min=1.0)).mean()
+    if mode == "seq_mean_token_sum":
+        return seq_sum.mean()
+    if norm is None:
+        norm = mask.shape[-1]
+    if norm <= 0:
+        raise ValueError(f"norm must be positive, got {norm}")
+    return (seq_sum / norm).mean()

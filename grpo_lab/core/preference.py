@@ -1,0 +1,52 @@
+"""Direct preference optimisation (Rafailov et al. 2305.18290, Eq. 7; DeepSeekMath Table 10, Eq. 13-14)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class DPOResult(NamedTuple):
+    loss: torch.Tensor  # (B,) loss per pair
+    metrics: dict[str, torch.Tensor]  # detached scalars
+
+
+def dpo_loss(
+    chosen_logp: torch.Tensor,
+    rejected_logp: torch.Tensor,
+    ref_chosen_logp: torch.Tensor,
+    ref_rejected_logp: torch.Tensor,
+    *,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+) -> DPOResult:
+    """DPO loss per preference pair, shape (B,).
+
+    Inputs are per-sequence summed log-probs (B,): c = chosen_logp, r = rejected_logp and
+    rc, rr their reference counterparts. With ``h = (c - rc) - (r - rr)`` and ``ls = label_smoothing``:
+
+    ``loss = -(1 - ls) * log sigmoid(beta * h) - ls * log sigmoid(-beta * h)``
+
+    (ls > 0 is the conservative DPO of Mitchell 2023: labels flipped with probability ls.)
+    Metrics: ``dpo/chosen_reward`` = mean beta (c - rc), ``dpo/rejected_reward`` = mean beta (r - rr),
+    ``dpo/reward_margin`` = their mean difference, ``dpo/reward_accuracy`` = fraction of pairs with
+    chosen reward > rejected reward.
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    chosen_logratio = chosen_logp - ref_chosen_logp
+    rejected_logratio = rejected_logp - ref_rejected_logp
+    logits = beta * (chosen_logratio - rejected_logratio)  # (B,)
+    loss = -(1.0 - label_smoothing) * F.logsigmoid(logits) - label_smoothing * F.logsigmoid(-logits)
+    with torch.no_grad():
+        chosen_reward = beta * chosen_logratio
+        rejected_reward = beta * rejected_logratio
+        metrics = {
+            "dpo/chosen_reward": chosen_reward.mean(),
+            "dpo/rejected_reward": rejected_reward.mean(),
+            "dpo/reward_margin": (chosen_reward - rejected_reward).mean(),
+            "dpo/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
+        }
+    return DPOResult(loss, metrics)
