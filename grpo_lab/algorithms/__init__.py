@@ -1,0 +1,15 @@
+"""Methods as LightningModules: each one a data source, a reward and a gradient coefficient."""
+
+from grpo_lab.algorithms.base import PolicyModule, RewardError, TrainingError
+from grpo_lab.algorithms.grpo import GRPO
+
+MODULES = {"grpo": GRPO}
+
+
+def module_class(method: str):
+    if method not in MODULES:
+        raise ValueError(f"method {method!r} is not implemented; choose one of {', '.join(sorted(MODULES))}")
+    return MODULES[method]
+
+
+__all__ = ["PolicyModule", "GRPO", "MODULES", "module_class", "TrainingError", "RewardError"]

@@ -1,0 +1,88 @@
+"""grpo-lab: train | demo (grid, sweep, report, bench, paradigm join as they land).
+
+Every expected failure (a bad config, a missing file, a failing reward, a non-finite loss) ends
+with one line `grpo-lab: error: ...` and exit status 2; nothing finished is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXPECTED_ERRORS: tuple = ()
+
+
+def _expected_errors() -> tuple:
+    from grpo_lab.algorithms.base import TrainingError
+    from grpo_lab.config import ConfigError
+    from grpo_lab.models.policy import ModelError
+    from grpo_lab.tasks import TaskError
+    from grpo_lab.tracking import TrackingError
+
+    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, FileNotFoundError)
+
+
+def cmd_train(args) -> int:
+    from grpo_lab.config import load_config
+    from grpo_lab.train import run
+
+    config = load_config(args.config, args.set)
+    result = run(config, progress=not args.no_progress)
+    print(format_result(result))
+    return 0
+
+
+def format_result(result) -> str:
+    keys = ["eval/accuracy", "eval/greedy_accuracy", f"eval/pass_at_{result.config.train.eval_samples}",
+            f"eval/maj_at_{result.config.train.eval_samples}", "eval/len_correct", "eval/len_wrong", "eval/entropy"]
+    lines = [f"| metric | before (step 0) | after (step {result.config.train.steps}) |", "|---|---|---|"]
+    for k in keys:
+        if k in result.metrics:
+            before = result.initial.get(k, float("nan"))
+            lines.append(f"| {k} | {before:.3f} | {result.metrics[k]:.3f} |")
+    where = [f"run: {result.config.run_name}  (MLflow run id {result.run_id})",
+             f"checkpoint: {result.checkpoint}"]
+    return "\n".join(lines + where)
+
+
+def cmd_demo(args) -> int:
+    from grpo_lab.demo import demo
+
+    demo(progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="grpo-lab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one run from a YAML config")
+    p.add_argument("config", type=Path, help="experiment YAML (see experiments/)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except _expected_errors() as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"grpo-lab: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("grpo-lab: interrupted; finished runs are in MLflow", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Build or load the policy: a tiny Qwen2 from a config, or any local Hugging Face causal LM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
+
+from grpo_lab.models.tokenizer import char_tokenizer
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class ModelError(ValueError):
+    """A model or tokenizer that cannot be built or loaded; the message says how to fix it."""
+
+
+def tiny_qwen2(cfg, tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
+    """A Qwen2 decoder (rotary positions, RMSNorm, SwiGLU, tied embeddings) sized by `cfg` (a ModelConfig)."""
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
+        max_position_embeddings=cfg.max_length,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        use_cache=True,
+    )
+    model = Qwen2ForCausalLM(config)
+    return model.to(DTYPES[cfg.dtype])
+
+
+def load_pretrained(path: str | Path, *, dtype: str = "float32"):
+    """Load a causal LM and its tokenizer from a local folder (never from a hub)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"model.path {path} does not exist; point it at a local folder saved with save_pretrained, "
+                         "or remove model.path to build the tiny model")
+    if not (path / "config.json").exists():
+        raise ModelError(f"model.path {path} has no config.json; it is not a Hugging Face model folder")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load the model in {path}: {str(exc).splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    if tokenizer.eos_token_id is None:
+        raise ModelError(f"the tokenizer in {path} has no EOS token; completions could never finish")
+    return model, tokenizer
+
+
+def build_policy(cfg, alphabet: str):
+    """The policy and tokenizer a run starts from (before any warm start)."""
+    if cfg.path is not None:
+        return load_pretrained(cfg.path, dtype=cfg.dtype)
+    tokenizer = char_tokenizer(alphabet)
+    return tiny_qwen2(cfg, tokenizer), tokenizer

@@ -1,0 +1,56 @@
+"""Text <-> token tensors in the rollout layout: left-padded prompts, right-padded completions."""
+
+from __future__ import annotations
+
+import torch
+
+
+def encode_prompts(tokenizer, prompts: list[str], device=None):
+    """Left-padded prompt ids and mask, (B, Lp) each."""
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    width = max(len(x) for x in ids)
+    out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        if x:
+            out[i, width - len(x):] = torch.tensor(x)
+            mask[i, width - len(x):] = 1
+    return out.to(device), mask.to(device)
+
+
+def encode_completions(tokenizer, completions: list[str], device=None):
+    """Right-padded completion ids with EOS appended, and their float mask, (B, T) each."""
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
+    width = max(len(x) for x in ids)
+    out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width))
+    for i, x in enumerate(ids):
+        out[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1.0
+    return out.to(device), mask.to(device)
+
+
+def decode_completions(tokenizer, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
+    """Completion texts without EOS and padding."""
+    eos = tokenizer.eos_token_id
+    texts = []
+    for row, m in zip(completion_ids.tolist(), completion_mask.tolist()):
+        kept = [t for t, keep in zip(row, m) if keep and t != eos]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=False))
+    return texts
+
+
+def token_char_ends(tokenizer, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
+    """For each completion, the index in its decoded text of each token's last character (-1 for a
+    token that decodes to nothing). Maps a task's character-level step ends to token positions."""
+    out = []
+    for row, m in zip(completion_ids.tolist(), completion_mask.tolist()):
+        ends, pos = [], 0
+        for t, keep in zip(row, m):
+            if not keep:
+                break
+            piece = "" if t == tokenizer.eos_token_id else tokenizer.decode([t], skip_special_tokens=False)
+            pos += len(piece)
+            ends.append(pos - 1)
+        out.append(ends)
+    return out

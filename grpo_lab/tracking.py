@@ -1,0 +1,84 @@
+"""MLflow tracking: where runs go, what each run records, and checks made before training starts.
+
+Every run is an MLflow run (through Lightning's MLFlowLogger) with the flattened config as params,
+tags that place it in a grid (`grpo_lab.grid`, `grpo_lab.arm`, `grpo_lab.factors`), the hashes of
+its config and warm start, the config YAML as an artifact and the final checkpoint's path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+MIN_FREE_BYTES = 200 * 2**20
+
+
+class TrackingError(RuntimeError):
+    """The tracking store cannot be written; raised before any training."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:"):
+        return None
+    return Path(uri.split("sqlite:///", 1)[-1]) if "sqlite:///" in uri else None
+
+
+def local_dir(uri: str) -> Path | None:
+    if uri.startswith("sqlite:"):
+        p = sqlite_path(uri)
+        return (p.parent if p else None)
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path or uri)
+    return None  # a server: checked when the first request is made
+
+
+def check_writable(uri: str, *dirs: str | Path) -> None:
+    """Fail fast, with the fix in the message, when the tracking store or an output folder cannot take a run."""
+    targets = [d for d in [local_dir(uri), *map(Path, dirs)] if d is not None]
+    for d in targets:
+        d = d.resolve()
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=d, prefix=".grpo_lab_write_test"):
+                pass
+        except OSError as exc:
+            raise TrackingError(f"cannot write to {d} ({exc.strerror or exc}); point MLFLOW_TRACKING_URI / "
+                                "tracking.uri or train.out_dir at a writable folder") from None
+        free = shutil.disk_usage(d).free
+        if free < MIN_FREE_BYTES:
+            raise TrackingError(f"only {free // 2**20} MiB free on the disk holding {d}; free at least "
+                                f"{MIN_FREE_BYTES // 2**20} MiB or write elsewhere")
+
+
+def make_logger(config, *, tags: dict | None = None, run_id: str | None = None):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = config.tracking.resolved_uri
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    all_tags = {"grpo_lab.config_hash": config.config_hash(), "grpo_lab.sft_hash": config.sft_hash(),
+                "grpo_lab.method": config.method, "grpo_lab.status": "running", **(tags or {})}
+    logger = MLFlowLogger(experiment_name=config.tracking.experiment, run_name=config.run_name, tracking_uri=uri,
+                          tags=all_tags, run_id=run_id)
+    if run_id is None:
+        logger.log_hyperparams(config.flatten())
+    return logger
+
+
+def finish(logger, config, *, checkpoint: Path | None, sft_path: Path | None, final_metrics: dict) -> None:
+    """Artifacts and closing tags of a finished run."""
+    client, run_id = logger.experiment, logger.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.yaml").write_text(config.to_yaml())
+        (Path(tmp) / "final_metrics.json").write_text(json.dumps(final_metrics, indent=2))
+        client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
+        client.log_artifact(run_id, str(Path(tmp) / "final_metrics.json"))
+    if checkpoint is not None:
+        client.set_tag(run_id, "grpo_lab.checkpoint", str(checkpoint.resolve()))
+    if sft_path is not None:
+        client.set_tag(run_id, "grpo_lab.sft_checkpoint", str(Path(sft_path).resolve()))
+    client.set_tag(run_id, "grpo_lab.status", "finished")

@@ -1,0 +1,111 @@
+"""`run(config)`: one training run, the function `grpo-lab train`, grids and sweeps all call.
+
+config -> task -> tokenizer + policy (cached SFT warm start) -> the method's LightningModule ->
+Lightning Trainer with the MLflow logger -> final evaluation, checkpoint and artifacts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from grpo_lab.config import Config
+
+
+@dataclass
+class RunResult:
+    run_id: Optional[str]
+    config: Config
+    metrics: dict  # the final evaluation
+    initial: dict  # the evaluation before the first RL step
+    history: list = field(default_factory=list)  # every logged row: {"step": s, metric: value, ...}
+    checkpoint: Optional[Path] = None
+    sft_path: Optional[Path] = None
+
+
+def quiet() -> None:
+    """Keep Lightning's and MLflow's start-up chatter out of the way of the progress bar."""
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*IterableDataset.*")
+    warnings.filterwarnings("ignore", ".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        from grpo_lab.config import ConfigError
+
+        raise ConfigError("train.device is cuda but no CUDA device is visible; use train.device: cpu")
+    return name
+
+
+def build_task_for(config: Config):
+    from grpo_lab.tasks import build_task
+
+    return build_task(config.task.name, seed=config.task.data_seed, **config.task.options())
+
+
+def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, log: bool = True,
+        callbacks: Optional[list] = None, on_eval: Optional[Callable[[int, dict], None]] = None,
+        resume_from: Optional[Path] = None, run_id: Optional[str] = None) -> RunResult:
+    """Train one run end to end; returns its final metrics, its history and where things are.
+
+    `on_eval(step, metrics)` is called after each evaluation (sweeps report to Optuna from it
+    and may raise to prune). `resume_from` continues from a checkpoint, `run_id` in the same
+    MLflow run.
+    """
+    import lightning as L
+
+    from grpo_lab.algorithms import module_class
+    from grpo_lab.algorithms.sft import warm_start
+    from grpo_lab import tracking
+
+    quiet()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    out_dir = Path(config.train.out_dir) / f"{config.run_name}-{config.config_hash()}"
+    if log:
+        tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
+    task = build_task_for(config)
+    policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
+    ref = copy.deepcopy(policy) if config.loss.kl_beta > 0 else None
+    torch.manual_seed(config.seed)
+    module = module_class(config.method)(config, policy, tokenizer, task, ref_policy=ref)
+    if on_eval is not None:
+        module.on_eval = on_eval
+    logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False
+    trainer = L.Trainer(
+        max_epochs=1, accelerator=device, devices=1, logger=logger, enable_checkpointing=False,
+        callbacks=list(callbacks or []), enable_progress_bar=progress, enable_model_summary=False,
+        log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision="32-true",
+    )
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = out_dir / "final.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    (out_dir / "config.yaml").write_text(config.to_yaml())
+    initial = next((row for row in module.history if row["step"] == 0 and "eval/accuracy" in row), {})
+    result = RunResult(run_id=logger.run_id if log else None, config=config, metrics=dict(module.last_eval),
+                       initial=initial, history=module.history, checkpoint=checkpoint, sft_path=sft_path)
+    if log:
+        tracking.finish(logger, config, checkpoint=checkpoint, sft_path=sft_path, final_metrics=result.metrics)
+        logger.finalize("success")
+    return result
