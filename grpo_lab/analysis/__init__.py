@@ -1,0 +1,63 @@
+"""Statistics over grids of MLflow runs, in layers (STYLE.md §10).
+
+    frame.py       load_runs -> tidy frame (one row per run per step), final_values
+    estimators.py  mean, median, iqm, probability_of_improvement; bootstrap CIs
+    stats.py       Welch / paired t, Mann-Whitney, Wilcoxon, permutation tests, Holm,
+                   required_seeds
+    validity.py    warnings: unequal compute, confounded configs, too few or missing seeds
+    plots.py       learning curves with CI bands, final-metric dot plots (matplotlib Agg)
+    report.py      Claim, write_report -> results/<name>/README.md + PNGs
+
+mlflow and matplotlib are imported only by the functions that need them.
+"""
+
+from grpo_lab.analysis.estimators import (
+    Interval,
+    bootstrap_ci,
+    difference_ci,
+    iqm,
+    mean,
+    median,
+    probability_of_improvement,
+    probability_of_improvement_ci,
+    stratified_bootstrap_ci,
+)
+from grpo_lab.analysis.frame import final_values, load_runs
+from grpo_lab.analysis.report import Claim, analyse, write_report
+from grpo_lab.analysis.stats import (
+    TestResult,
+    holm,
+    mann_whitney,
+    paired_t,
+    permutation_test,
+    required_seeds,
+    welch_t,
+    wilcoxon,
+)
+from grpo_lab.analysis.validity import check_comparison
+
+__all__ = [
+    "Claim",
+    "Interval",
+    "TestResult",
+    "analyse",
+    "bootstrap_ci",
+    "check_comparison",
+    "difference_ci",
+    "final_values",
+    "holm",
+    "iqm",
+    "load_runs",
+    "mann_whitney",
+    "mean",
+    "median",
+    "paired_t",
+    "permutation_test",
+    "probability_of_improvement",
+    "probability_of_improvement_ci",
+    "required_seeds",
+    "stratified_bootstrap_ci",
+    "welch_t",
+    "wilcoxon",
+    "write_report",
+]

@@ -1,0 +1,519 @@
+"""Claims about a grid, tested and written up as ``results/<name>/README.md`` with plots.
+
+Pipeline: ``load_runs`` -> ``final_values`` per metric -> per-arm estimates with bootstrap CIs
+-> one ``Comparison`` per (metric, better arm, worse arm) -> Holm correction over the family of
+comparisons -> a verdict per claim -> markdown + PNG.
+
+Verdict rule for a claim "``better`` beats ``worse``" (improvement = better - worse, sign
+flipped when lower is better; p = Holm-adjusted p of the t test):
+
+- strict claim: ``holds`` if p < alpha and improvement > 0; ``does not hold`` if the bootstrap
+  CI of the improvement lies entirely below 0, or improvement < 0 with p < alpha;
+  ``inconclusive`` otherwise.
+- ``at_least_as_good`` claim (non-inferiority without a margin): ``does not hold`` under the
+  same two conditions (``worse`` is significantly better), ``holds`` otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _datetime
+import itertools
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from grpo_lab.analysis import estimators, stats
+from grpo_lab.analysis.estimators import Interval
+from grpo_lab.analysis.frame import arm_values, final_values, load_runs, resolve_tracking_uri
+from grpo_lab.analysis.validity import check_comparison
+
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A statement to test: arm ``better`` scores better than arm ``worse`` on ``metric``.
+
+    ``metric=None`` uses the report's metric. ``at_least_as_good=True`` turns it into "better
+    is at least as good as worse", which holds unless ``worse`` is significantly better.
+    Arms are named by their ``grpo_lab.arm`` label (``method=grpo``) or, when unambiguous, by
+    a factor value alone (``grpo``).
+    """
+
+    text: str
+    better: str
+    worse: str
+    metric: str | None = None
+    at_least_as_good: bool = False
+
+    def __post_init__(self):
+        if self.better == self.worse:
+            raise ValueError(f"claim {self.text!r} compares arm {self.better!r} with itself")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``better`` vs ``worse`` on one metric; differences are better - worse in metric units."""
+
+    metric: str
+    better: str
+    worse: str
+    paired: bool
+    pairing_reason: str
+    n: tuple[int, int]
+    difference: Interval
+    improvement: Interval  # difference oriented so that > 0 favours ``better``
+    primary: stats.TestResult  # Welch or paired t
+    rank: stats.TestResult  # Mann-Whitney or Wilcoxon
+    win_probability: Interval  # P(better run beats worse run)
+    primary_holm: float = np.nan
+    rank_holm: float = np.nan
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    claim: Claim
+    comparison: Comparison
+    verdict: str
+    reason: str
+
+
+def decide(
+    improvement: float,
+    improvement_ci: tuple[float, float],
+    p_adjusted: float,
+    *,
+    at_least_as_good: bool = False,
+    alpha: float = 0.05,
+) -> tuple[str, str]:
+    """Verdict and its reason from the oriented improvement, its CI and the Holm-adjusted p."""
+    significant = bool(p_adjusted < alpha)  # NaN compares False
+    if improvement_ci[1] < 0:
+        return DOES_NOT_HOLD, "the CI of the difference lies entirely in the wrong direction"
+    if improvement < 0 and significant:
+        return DOES_NOT_HOLD, f"wrong direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
+    if at_least_as_good:
+        return HOLDS, "the worse-claimed arm is not significantly better"
+    if improvement > 0 and significant:
+        return HOLDS, f"claimed direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
+    return INCONCLUSIVE, f"adjusted p = {p_adjusted:.3g} is not below {alpha:g}"
+
+
+def resolve_arm(name: str, arms: Iterable[str]) -> str:
+    """Exact arm label, else the one arm whose ``key=value`` parts include ``name`` or a value
+    equal to ``name`` (so ``grpo`` finds ``method=grpo``)."""
+    arms = list(arms)
+    if name in arms:
+        return name
+    matches = [
+        arm for arm in arms
+        if any(part == name or part.split("=", 1)[-1] == name for part in arm.split(","))
+    ]
+    if len(matches) == 1:
+        return matches[0]
+    problem = "is ambiguous" if matches else "matches no arm"
+    raise ValueError(f"arm {name!r} {problem}; arms: {arms}")
+
+
+def _pairing(frame: pd.DataFrame, a: str, b: str) -> tuple[bool, str]:
+    """Pair by seed when both arms ran the same seeds from the same start (sft_hash tag)."""
+    runs = frame.drop_duplicates("run_id")
+    first, second = runs[runs["arm"] == a], runs[runs["arm"] == b]
+    seeds_a, seeds_b = set(first["seed"]), set(second["seed"])
+    if seeds_a != seeds_b or first["seed"].duplicated().any() or second["seed"].duplicated().any():
+        return False, "seeds differ between the arms"
+    if len(seeds_a) < 2:
+        return False, "fewer than 2 seeds"
+    starts = pd.merge(first[["seed", "sft_hash"]], second[["seed", "sft_hash"]], on="seed")
+    same = (starts["sft_hash_x"].fillna("<none>") == starts["sft_hash_y"].fillna("<none>"))
+    if not same.all():
+        return False, "same seeds but different starting checkpoints (sft_hash)"
+    return True, "same seeds and same start (sft_hash) in both arms"
+
+
+def compare(
+    frame: pd.DataFrame,
+    metric: str,
+    better: str,
+    worse: str,
+    *,
+    paired: bool | None = None,
+    higher_is_better: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = estimators.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Comparison:
+    """Tests, difference CI and win probability of ``better`` vs ``worse`` on final ``metric``."""
+    values = arm_values(final_values(frame, metric))
+    for arm in (better, worse):
+        if arm not in values:
+            raise ValueError(f"arm {arm!r} has no final value of {metric}")
+    if paired is None:
+        paired, reason = _pairing(frame, better, worse)
+    else:
+        reason = "set by the caller"
+    x, y = values[better], values[worse]
+    if paired:
+        x, y = x.align(y, join="inner")
+    x, y = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
+    options = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+    difference = estimators.difference_ci(x, y, paired=paired, **options)
+    sign = 1.0 if higher_is_better else -1.0
+    low, high = sorted((sign * difference.low, sign * difference.high))
+    improvement = Interval(sign * difference.estimate, low, high, confidence, difference.method)
+    if higher_is_better:
+        win = estimators.probability_of_improvement_ci(x, y, **options)
+    else:
+        win = estimators.probability_of_improvement_ci(y, x, **options)
+    primary = stats.paired_t(x, y) if paired else stats.welch_t(x, y)
+    rank = stats.wilcoxon(x, y) if paired else stats.mann_whitney(x, y)
+    return Comparison(metric, better, worse, paired, reason, (len(x), len(y)), difference,
+                      improvement, primary, rank, win)
+
+
+def _with_holm(comparisons: list[Comparison]) -> list[Comparison]:
+    primary = stats.holm([c.primary.pvalue for c in comparisons])
+    rank = stats.holm([c.rank.pvalue for c in comparisons])
+    return [
+        dataclasses.replace(c, primary_holm=float(p), rank_holm=float(r))
+        for c, p, r in zip(comparisons, primary, rank)
+    ]
+
+
+@dataclass
+class Analysis:
+    """Everything the README shows, computed before any text is written."""
+
+    metrics: list[str]
+    arm_tables: dict[str, pd.DataFrame]
+    arm_intervals: dict[str, dict[str, Interval]]
+    finals: dict[str, pd.DataFrame]
+    comparisons: list[Comparison]
+    results: list[ClaimResult]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
+    """Per arm: seeds, mean, sd, IQM and bootstrap CIs of mean and IQM (stratified by task
+    when an arm's runs span several ``task.name`` values)."""
+    rows, intervals = [], {}
+    task_column = "param:task.name"
+    for arm, group in finals.groupby("arm", sort=True):
+        values = group["value"].to_numpy(dtype=float)
+        options = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+        tasks = None
+        if task_column in frame:
+            task_of = frame.drop_duplicates("run_id").set_index("run_id")[task_column]
+            tasks = group["run_id"].map(task_of)
+        if tasks is not None and tasks.nunique() > 1:
+            strata = [group.loc[tasks == task, "value"].to_numpy(float)
+                      for task in sorted(tasks.unique())]
+            mean_ci = estimators.stratified_bootstrap_ci(strata, "mean", **options)
+            iqm_ci = estimators.stratified_bootstrap_ci(strata, "iqm", **options)
+        else:
+            mean_ci = estimators.bootstrap_ci(values, "mean", **options)
+            iqm_ci = estimators.bootstrap_ci(values, "iqm", **options)
+        intervals[arm] = mean_ci
+        rows.append({
+            "arm": arm, "seeds": len(values), "mean": mean_ci.estimate,
+            "sd": float(np.std(values, ddof=1)) if len(values) > 1 else np.nan,
+            "iqm": iqm_ci.estimate, "mean_low": mean_ci.low, "mean_high": mean_ci.high,
+            "iqm_low": iqm_ci.low, "iqm_high": iqm_ci.high,
+        })
+    return pd.DataFrame(rows), intervals
+
+
+def analyse(
+    frame: pd.DataFrame,
+    claims: Sequence[Claim],
+    *,
+    metric: str = "eval/accuracy",
+    baseline: str | None = None,
+    higher_is_better: bool = True,
+    paired: bool | None = None,
+    factors: Iterable[str] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    n_resamples: int = estimators.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Analysis:
+    """Compute the tables, comparisons (Holm-corrected as one family) and claim verdicts.
+
+    Comparisons: one per claim, plus every arm against ``baseline`` when given; with neither
+    claims nor a baseline, all pairs of arms. Holm runs over all of them, per test kind.
+    """
+    if frame.empty:
+        raise ValueError("no finished runs to analyse (check the grid name and tracking URI)")
+    arms = sorted(frame["arm"].unique())
+    claims = [
+        Claim(c.text, resolve_arm(c.better, arms), resolve_arm(c.worse, arms),
+              c.metric or metric, c.at_least_as_good)
+        for c in claims
+    ]
+    keys: list[tuple[str, str, str]] = [(c.metric, c.better, c.worse) for c in claims]
+    if baseline is not None:
+        base = resolve_arm(baseline, arms)
+        for arm in arms:
+            if arm != base and (metric, arm, base) not in keys and (metric, base, arm) not in keys:
+                keys.append((metric, arm, base))
+    if not keys:
+        keys = [(metric, a, b) for a, b in itertools.combinations(arms, 2)]
+    keys = list(dict.fromkeys(keys))
+    metrics = list(dict.fromkeys([metric] + [k[0] for k in keys]))
+
+    options = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
+    finals, tables, intervals = {}, {}, {}
+    for name in metrics:
+        finals[name] = final_values(frame, name)
+        tables[name], intervals[name] = _arm_table(frame, finals[name], name, **options)
+    comparisons = _with_holm([
+        compare(frame, m, b, w, paired=paired, higher_is_better=higher_is_better, **options)
+        for m, b, w in keys
+    ])
+    by_key = {(c.metric, c.better, c.worse): c for c in comparisons}
+    results = []
+    for claim in claims:
+        comparison = by_key[(claim.metric, claim.better, claim.worse)]
+        verdict, reason = decide(
+            comparison.improvement.estimate,
+            (comparison.improvement.low, comparison.improvement.high),
+            comparison.primary_holm,
+            at_least_as_good=claim.at_least_as_good,
+            alpha=alpha,
+        )
+        results.append(ClaimResult(claim, comparison, verdict, reason))
+    warnings = []
+    for name in metrics:
+        pairs = [(b, w) for m, b, w in keys if m == name]
+        warnings += [w for w in check_comparison(frame, factors, metric=name, pairs=pairs)
+                     if w not in warnings]
+    return Analysis(metrics, tables, intervals, finals, comparisons, results, warnings)
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _number(value: float) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
+
+
+def _p(value: float) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _ci(low: float, high: float) -> str:
+    return f"[{_number(low)}, {_number(high)}]"
+
+
+def _estimate_with_ci(interval: Interval) -> str:
+    return f"{_number(interval.estimate)} {_ci(interval.low, interval.high)}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def _reproduce_command(name, claims, *, metric, out_dir, tracking_uri, baseline,
+                       higher_is_better, paired, grid, extra) -> str:
+    arguments = [repr(name), f"claims={list(claims)!r}", f"metric={metric!r}",
+                 f"out_dir={str(out_dir)!r}", f"tracking_uri={tracking_uri!r}"]
+    if grid != name:
+        arguments.append(f"grid={grid!r}")
+    if baseline is not None:
+        arguments.append(f"baseline={baseline!r}")
+    if not higher_is_better:
+        arguments.append("higher_is_better=False")
+    if paired is not None:
+        arguments.append(f"paired={paired!r}")
+    arguments += [f"{key}={value!r}" for key, value in extra.items()]
+    code = ("from grpo_lab.analysis import Claim, write_report; "
+            f"write_report({', '.join(arguments)})")
+    if any(char in code for char in '"$`\\!'):
+        return f"python -c {shlex.quote(code)}"
+    return f'python -c "{code}"'  # readable: repr() quotes with ', which bash leaves alone
+
+
+def _non_default_options(factors, alpha, confidence, n_resamples, seed) -> dict:
+    options = {"factors": None if factors is None else list(factors), "alpha": alpha,
+               "confidence": confidence, "n_resamples": n_resamples, "seed": seed}
+    defaults = {"factors": None, "alpha": 0.05, "confidence": 0.95,
+                "n_resamples": estimators.DEFAULT_RESAMPLES, "seed": 0}
+    return {key: value for key, value in options.items() if value != defaults[key]}
+
+
+def render_markdown(
+    analysis: Analysis,
+    *,
+    name: str,
+    grid: str,
+    tracking_uri: str,
+    metric: str,
+    higher_is_better: bool,
+    alpha: float,
+    confidence: float,
+    n_resamples: int,
+    seed: int,
+    command: str,
+    plots: dict[str, dict[str, str]],
+) -> str:
+    level = f"{confidence:.0%}"
+    direction = "higher is better" if higher_is_better else "lower is better"
+    now = _datetime.datetime.now(_datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# {name}", "",
+             f"Grid `{grid}` from `{tracking_uri}`; primary metric `{metric}` ({direction}); "
+             f"generated {now}.", ""]
+
+    lines += ["## Claims", ""]
+    if analysis.results:
+        for i, result in enumerate(analysis.results, 1):
+            c = result.claim
+            kind = "at least as good as" if c.at_least_as_good else "better than"
+            lines.append(f"{i}. {c.text} — `{c.better}` {kind} `{c.worse}` on `{c.metric}`.")
+        lines.append("")
+        rows = []
+        for i, result in enumerate(analysis.results, 1):
+            cmp = result.comparison
+            rows.append([
+                i, f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.metric}`",
+                _estimate_with_ci(cmp.difference), cmp.primary.test, _p(cmp.primary_holm),
+                f"{_number(cmp.win_probability.estimate)}",
+                f"**{result.verdict}**", result.reason,
+            ])
+        lines += ["### Verdicts", ""]
+        lines += _table(["#", "comparison", "metric", f"difference [{level} CI]", "test",
+                         "p (Holm)", "P(better wins)", "verdict", "why"], rows)
+    else:
+        lines.append("No claims given; the report compares the arms only.")
+    lines.append("")
+
+    for name_ in analysis.metrics:
+        table = analysis.arm_tables[name_]
+        lines += [f"## Final `{name_}` per arm", "",
+                  "Final value = each run's last logged value; one value per seed.", ""]
+        rows = [[f"`{r.arm}`", r.seeds, _number(r.mean), _number(r.sd), _number(r.iqm),
+                 _ci(r.mean_low, r.mean_high), _ci(r.iqm_low, r.iqm_high)]
+                for r in table.itertuples()]
+        lines += _table(["arm", "seeds", "mean", "sd", "IQM", f"{level} CI of mean",
+                         f"{level} CI of IQM"], rows)
+        lines.append("")
+        for label, file_name in plots.get(name_, {}).items():
+            lines += [f"![{label}]({file_name})", ""]
+
+    lines += ["## Pairwise tests", "",
+              f"Two-sided tests on final values; Holm correction over the "
+              f"{len(analysis.comparisons)} comparison(s) below, separately per test kind. "
+              "Paired tests (paired t, Wilcoxon) when both arms ran the same seeds from the "
+              "same start, else Welch t and Mann-Whitney U.", ""]
+    rows = []
+    for cmp in analysis.comparisons:
+        rows.append([
+            f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.metric}`",
+            f"{'yes' if cmp.paired else 'no'} ({cmp.pairing_reason})", f"{cmp.n[0]}, {cmp.n[1]}",
+            _estimate_with_ci(cmp.difference),
+            f"{cmp.primary.test} t={_number(cmp.primary.statistic)}", _p(cmp.primary.pvalue),
+            _p(cmp.primary_holm),
+            f"{cmp.rank.test} {_number(cmp.rank.statistic)}", _p(cmp.rank.pvalue),
+            _p(cmp.rank_holm),
+        ])
+    lines += _table(["comparison", "metric", "paired", "n", f"difference [{level} CI]",
+                     "t test", "p", "p (Holm)", "rank test", "p", "p (Holm)"], rows)
+    lines.append("")
+
+    lines += ["## Probability of improvement", "",
+              "P(a run of the first arm beats a run of the second) = P(X > Y) + 0.5 P(X = Y) "
+              f"over all pairs of seeds ({direction}); 0.5 = no tendency either way.", ""]
+    rows = [[f"`{c.better}` vs `{c.worse}`", f"`{c.metric}`",
+             _estimate_with_ci(c.win_probability)]
+            for c in analysis.comparisons]
+    lines += _table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
+    lines.append("")
+
+    lines += ["## Validity warnings", ""]
+    lines += [f"- {w}" for w in analysis.warnings] or ["None."]
+    lines.append("")
+
+    lines += ["## Method", "",
+              f"- Bootstrap CIs: percentile, {n_resamples} resamples, "
+              f"`numpy.random.default_rng({seed})`; IQM = mean of the middle 50% of seeds "
+              "(fractional weights at the quartiles).",
+              f"- Verdict: `holds` if the Holm-adjusted t-test p < {alpha:g} and the difference "
+              "is in the claimed direction; `does not hold` if the CI of the difference lies "
+              f"entirely in the wrong direction, or the difference is in the wrong direction "
+              f"with adjusted p < {alpha:g}; `inconclusive` otherwise. An 'at least as good' "
+              "claim holds unless the other arm is significantly better.", ""]
+
+    lines += ["## Reproduce", "", "```bash", command, "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    name: str,
+    *,
+    claims: Sequence[Claim],
+    metric: str = "eval/accuracy",
+    out_dir: str | Path = "results",
+    tracking_uri: str | None = None,
+    command: str | None = None,
+    baseline: str | None = None,
+    higher_is_better: bool = True,
+    paired: bool | None = None,
+    grid: str | None = None,
+    frame: pd.DataFrame | None = None,
+    factors: Iterable[str] | None = None,
+    alpha: float = 0.05,
+    confidence: float = 0.95,
+    n_resamples: int = estimators.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> Path:
+    """Test ``claims`` on grid ``grid`` (default ``name``) and write ``out_dir/name/README.md``.
+
+    Loads the grid's finished runs from MLflow (or uses ``frame``), writes the README and, per
+    metric, ``curves_<metric>.png`` (mean over seeds vs step with a t band) and
+    ``final_<metric>.png`` (seeds, mean and bootstrap CI). ``paired=None`` pairs by seed when
+    two arms ran the same seeds from the same start; ``command`` defaults to a ``python -c``
+    line that regenerates this report. Returns the README path.
+    """
+    from grpo_lab.analysis import plots  # matplotlib only when a report is drawn
+
+    grid = grid or name
+    uri = resolve_tracking_uri(tracking_uri)
+    if frame is None:
+        frame = load_runs(grid, tracking_uri=uri)
+    analysis = analyse(frame, claims, metric=metric, baseline=baseline,
+                       higher_is_better=higher_is_better, paired=paired, factors=factors,
+                       alpha=alpha, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    folder = Path(out_dir) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    drawn: dict[str, dict[str, str]] = {}
+    for metric_name in analysis.metrics:
+        key = plots.slug(metric_name)
+        final_path = plots.plot_final_metric(analysis.finals[metric_name],
+                                             analysis.arm_intervals[metric_name], metric_name,
+                                             folder / f"final_{key}.png")
+        curve_path = plots.plot_learning_curves(frame, metric_name, folder / f"curves_{key}.png",
+                                                confidence=confidence)
+        drawn[metric_name] = {f"final {metric_name} per arm": final_path.name,
+                              f"{metric_name} learning curves": curve_path.name}
+    if command is None:
+        command = _reproduce_command(name, claims, metric=metric, out_dir=out_dir,
+                                     tracking_uri=uri, baseline=baseline,
+                                     higher_is_better=higher_is_better, paired=paired, grid=grid,
+                                     extra=_non_default_options(factors, alpha, confidence,
+                                                                n_resamples, seed))
+    text = render_markdown(analysis, name=name, grid=grid, tracking_uri=uri, metric=metric,
+                           higher_is_better=higher_is_better, alpha=alpha,
+                           confidence=confidence, n_resamples=n_resamples, seed=seed,
+                           command=command, plots=drawn)
+    readme = folder / "README.md"
+    readme.write_text(text)
+    return readme
