@@ -10,7 +10,8 @@ import torch
 from grpo_lab.config import from_dict, merge
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-torch.set_num_threads(2)
+# one thread: a test suite shares its cores, and oversubscribed OpenMP threads are many times slower
+torch.set_num_threads(1)
 
 TINY = {
     "name": "tiny",
