@@ -39,7 +39,9 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", ".*IterableDataset.*")
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")  # the data order is a function of the step
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
@@ -76,12 +78,15 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     from grpo_lab.algorithms import module_class
     from grpo_lab.algorithms.sft import warm_start
     from grpo_lab import tracking
+    from grpo_lab.checkpoint import PeriodicCheckpoint, checkpoint_dir, read_resume_info, run_dir
 
     quiet()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
-    out_dir = Path(config.train.out_dir) / f"{config.run_name}-{config.config_hash()}"
+    out_dir = run_dir(config)
+    if resume_from is not None and run_id is None:
+        run_id = read_resume_info(resume_from)["mlflow_run_id"]
     if log:
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
     task = build_task_for(config)
@@ -92,12 +97,21 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     if on_eval is not None:
         module.on_eval = on_eval
     logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False
+    callbacks = list(callbacks or [])
+    if config.train.checkpoint_every > 0:
+        callbacks.append(PeriodicCheckpoint(checkpoint_dir(config), config.train.checkpoint_every,
+                                            run_id=logger.run_id if log else None))
     trainer = L.Trainer(
         max_epochs=1, accelerator=device, devices=1, logger=logger, enable_checkpointing=False,
-        callbacks=list(callbacks or []), enable_progress_bar=progress, enable_model_summary=False,
+        callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision="32-true",
     )
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
+    try:
+        trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
+    except BaseException as exc:  # the MLflow run says why it stopped; checkpoints already saved stay
+        if log:
+            tracking.mark_stopped(logger, exc)
+        raise
     out_dir.mkdir(parents=True, exist_ok=True)
     checkpoint = out_dir / "final.ckpt"
     trainer.save_checkpoint(checkpoint)

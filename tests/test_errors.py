@@ -1,0 +1,128 @@
+"""Bad input ends with one clear line (exit status 2), never a traceback."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from grpo_lab.cli import main
+from grpo_lab.config import ConfigError, load_config
+
+
+def error_line(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("grpo-lab: error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    err = error_line(capsys, ["train", write(tmp_path, "method: grpo\noptim: {lr: [1e-4\n")])
+    assert "not valid YAML" in err and "line" in err
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path, capsys):
+    err = error_line(capsys, ["train", write(tmp_path, "loss: {agregation: token_mean}\n")])
+    assert "unknown config key 'loss.agregation'" in err and "loss.aggregation" in err
+
+
+def test_unknown_method(tmp_path, capsys):
+    err = error_line(capsys, ["train", write(tmp_path, "method: reinforce_magic\n")])
+    assert "method is 'reinforce_magic'" in err and "grpo" in err
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("optim.lr=-1", "optim.lr is -1"),
+    ("rollout.top_p=1.5", "rollout.top_p is 1.5"),
+    ("rollout.group_size=1", "GRPO needs at least 2"),
+    ("loss.aggregation=mean", "loss.aggregation is 'mean'; choose one of token_mean"),
+    ("optim.lr=fast", "optim.lr is 'fast'; it must be a float"),
+    ("train.steps=0", "train.steps is 0; it must be > 0"),
+    ("nonsense", "is not key=value"),
+])
+def test_out_of_range_values(tmp_path, capsys, override, expected):
+    err = error_line(capsys, ["train", write(tmp_path, "method: grpo\n"), "--set", override])
+    assert expected in err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    err = error_line(capsys, ["train", str(tmp_path / "nope.yaml")])
+    assert "does not exist" in err
+
+
+def test_missing_model_path(tmp_path, capsys, tiny_config):
+    path = write(tmp_path, tiny_config().to_yaml())
+    err = error_line(capsys, ["train", path, "--set", f"model.path={tmp_path}/no_model", "--no-progress"])
+    assert "model.path" in err and "does not exist" in err
+
+
+def test_gsm8k_without_path_and_row_without_answer(tmp_path, capsys, tiny_config):
+    path = write(tmp_path, tiny_config().to_yaml())
+    err = error_line(capsys, ["train", path, "--set", "task.name=gsm8k"])
+    assert "task.path" in err
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2 #### 2"}\n{"question": "2+2?", "answer": "four"}\n')
+    err = error_line(capsys, ["train", path, "--set", "task.name=gsm8k", "--set", f"task.path={data}",
+                              "--no-progress"])
+    assert "row 2" in err and str(data) in err
+
+
+def test_overrides_parse_yaml_values(tmp_path):
+    config = load_config(None, ["optim.lr=1e-4", "loss.clip_high=0.28", "tracking.run_name=abc", "loss.norm=null"])
+    assert config.optim.lr == 1e-4 and config.loss.clip_high == 0.28 and config.tracking.run_name == "abc"
+    with pytest.raises(ConfigError, match="section 'optim' must be a mapping"):
+        load_config(None, ["optim=3"])
+
+
+class RaisingTask:
+    """The chain task with a reward function that fails on one completion."""
+
+    def __init__(self, task):
+        self.inner, self.name, self.alphabet = task, "raising", task.alphabet
+
+    def __getattr__(self, item):
+        return getattr(self.inner, item)
+
+    def reward(self, example, completion, finished):
+        raise ZeroDivisionError("division by zero")
+
+
+def tiny_module(tiny_config, task_wrapper=None, **overrides):
+    from grpo_lab.algorithms import GRPO
+    from grpo_lab.models import build_policy
+    from grpo_lab.train import build_task_for
+
+    config = tiny_config(**overrides)
+    task = build_task_for(config)
+    policy, tokenizer = build_policy(config.model, task.alphabet)
+    return GRPO(config, policy, tokenizer, task_wrapper(task) if task_wrapper else task)
+
+
+def test_reward_function_that_raises_names_prompt_and_completion(tiny_config):
+    from grpo_lab.algorithms.base import RewardError
+
+    module = tiny_module(tiny_config, RaisingTask)
+    examples = module.prompts_for_step(0)
+    rollout = module.generate(examples, group_size=2)
+    with pytest.raises(RewardError) as info:
+        module.score(rollout, examples, 2)
+    message = str(info.value)
+    assert "ZeroDivisionError" in message and repr(examples[0].prompt) in message and "completion" in message
+
+
+def test_non_finite_loss_is_refused_before_the_update(tiny_config):
+    from grpo_lab.algorithms.base import TrainingError
+
+    module = tiny_module(tiny_config)
+    before = [p.detach().clone() for p in module.policy.parameters()]
+    with pytest.raises(TrainingError, match="loss is nan at step 0; lower optim.lr"):
+        module.update(torch.tensor(math.nan, requires_grad=True))
+    assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
