@@ -7,7 +7,7 @@ import torch
 
 def encode_prompts(tokenizer, prompts: list[str], device=None):
     """Left-padded prompt ids and mask, (B, Lp) each."""
-    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     width = max(len(x) for x in ids)
     out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
@@ -20,7 +20,7 @@ def encode_prompts(tokenizer, prompts: list[str], device=None):
 
 def encode_completions(tokenizer, completions: list[str], device=None):
     """Right-padded completion ids with EOS appended, and their float mask, (B, T) each."""
-    ids = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for c in completions]
+    ids = [x + [tokenizer.eos_token_id] for x in tokenizer(list(completions), add_special_tokens=False)["input_ids"]]
     width = max(len(x) for x in ids)
     out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width))
@@ -33,11 +33,9 @@ def encode_completions(tokenizer, completions: list[str], device=None):
 def decode_completions(tokenizer, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[str]:
     """Completion texts without EOS and padding."""
     eos = tokenizer.eos_token_id
-    texts = []
-    for row, m in zip(completion_ids.tolist(), completion_mask.tolist()):
-        kept = [t for t, keep in zip(row, m) if keep and t != eos]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=False))
-    return texts
+    kept = [[t for t, keep in zip(row, m) if keep and t != eos]
+            for row, m in zip(completion_ids.tolist(), completion_mask.tolist())]
+    return tokenizer.batch_decode(kept, skip_special_tokens=False)
 
 
 def token_char_ends(tokenizer, completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
