@@ -116,6 +116,11 @@ class RolloutConfig:
     max_new_tokens: int = 16  # completion length cap (EOS included)
     temperature: float = 1.0  # sampling temperature; log-probs are of the tempered distribution
     top_p: float = 1.0  # nucleus sampling
+    dynamic_sampling: bool = False  # drop groups whose rewards all agree and sample more prompts to refill (DAPO)
+    max_sampling_rounds: int = 3  # dynamic sampling: most sampling rounds per step, the first included
+    mask_truncated: bool = False  # no loss on completions that hit max_new_tokens without EOS (DAPO overlong filtering)
+    overlong_buffer: int = 0  # L_cache of DAPO's soft overlong punishment (Eq. 13); 0 disables it
+    overlong_penalty: float = 1.0  # weight of the soft overlong punishment added to the reward
 
     def __post_init__(self):
         _positive("rollout.prompts_per_step", self.prompts_per_step)
@@ -123,6 +128,12 @@ class RolloutConfig:
         _positive("rollout.max_new_tokens", self.max_new_tokens)
         _positive("rollout.temperature", self.temperature)
         _check(0 < self.top_p <= 1, f"rollout.top_p is {self.top_p}; it must be in (0, 1]")
+        _positive("rollout.max_sampling_rounds", self.max_sampling_rounds)
+        _positive("rollout.overlong_buffer", self.overlong_buffer, zero_ok=True)
+        _check(self.overlong_buffer < self.max_new_tokens,
+               f"rollout.overlong_buffer={self.overlong_buffer} must be below rollout.max_new_tokens="
+               f"{self.max_new_tokens}; the punishment starts at max_new_tokens - overlong_buffer")
+        _positive("rollout.overlong_penalty", self.overlong_penalty, zero_ok=True)
 
     @property
     def batch_size(self) -> int:
@@ -150,6 +161,7 @@ class LossConfig:
     norm: Optional[float] = None  # seq_mean_token_sum_norm's constant; None = rollout.max_new_tokens
     kl_beta: float = 0.0  # weight of KL to the reference; 0 loads no reference model
     kl_estimator: str = "k3"  # k1 | k2 | k3
+    kl_placement: str = "loss"  # loss: beta * KL per token in the loss | reward: beta * summed KL subtracted from the reward
     entropy_coef: float = 0.0  # entropy bonus weight
 
     def __post_init__(self):
@@ -162,6 +174,12 @@ class LossConfig:
         _choice("loss.aggregation", self.aggregation, AGGREGATIONS)
         _positive("loss.kl_beta", self.kl_beta, zero_ok=True)
         _choice("loss.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        _choice("loss.kl_placement", self.kl_placement, ("loss", "reward"))
+        _check(self.kl_placement == "loss" or self.kl_beta > 0,
+               "loss.kl_placement is reward but loss.kl_beta is 0, so there is no KL to place; set loss.kl_beta > 0")
+        _check(self.level == "token" or self.aggregation == "seq_mean_token_mean",
+               f"loss.level is sequence (GSPO) but loss.aggregation is {self.aggregation}; GSPO weighs each sequence "
+               "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
 
 
@@ -186,6 +204,37 @@ class OptimConfig:
     @property
     def updates_per_step(self) -> int:
         return self.epochs * self.minibatches
+
+
+OFFPOLICY_CORRECTIONS = ("none", "tis", "mask", "sequence_tis", "sequence_mask", "decoupled")
+
+
+@dataclass(frozen=True)
+class OffPolicyConfig:
+    staleness: int = 0  # s: rollouts come from the policy of s RL steps ago (simulated asynchronous rollout)
+    replay: int = 0  # replayed groups from the buffer mixed into each step's batch
+    eta: int = 4  # staleness bound: samples more than eta policy versions old are dropped
+    correction: str = "none"  # none | tis | mask | sequence_tis | sequence_mask | decoupled (AReaL)
+    cap: float = 2.0  # C: importance weights above it are truncated (tis) or dropped (mask)
+    sampler_noise: float = 0.0  # std of Gaussian noise added to the sampler's logits (sampler/trainer mismatch)
+    sampler_dtype: str = "float32"  # float32 | bfloat16: the sampler's copy of the weights
+
+    def __post_init__(self):
+        _positive("offpolicy.staleness", self.staleness, zero_ok=True)
+        _positive("offpolicy.replay", self.replay, zero_ok=True)
+        _positive("offpolicy.eta", self.eta, zero_ok=True)
+        _choice("offpolicy.correction", self.correction, OFFPOLICY_CORRECTIONS)
+        _check(self.cap > 1, f"offpolicy.cap is {self.cap}; it must be > 1 (e.g. 2.0)")
+        _positive("offpolicy.sampler_noise", self.sampler_noise, zero_ok=True)
+        _choice("offpolicy.sampler_dtype", self.sampler_dtype, ("float32", "bfloat16"))
+        _check(self.staleness <= self.eta,
+               f"offpolicy.staleness={self.staleness} exceeds offpolicy.eta={self.eta}, so every fresh sample "
+               "would be dropped as too old; raise offpolicy.eta")
+
+    @property
+    def mismatched(self) -> bool:
+        """Whether the behaviour policy can differ from the learner at all."""
+        return bool(self.staleness or self.replay or self.sampler_noise or self.sampler_dtype != "float32")
 
 
 @dataclass(frozen=True)
@@ -235,6 +284,7 @@ class Config:
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)  # method: offpolicy_grpo only
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -253,6 +303,32 @@ class Config:
         _check(self.rollout.batch_size % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
                f"{self.rollout.batch_size} completions; choose a divisor")
+        self._check_variants()
+
+    def _check_variants(self) -> None:
+        """Switches that contradict each other (README section `variants`)."""
+        ro, off = self.rollout, self.offpolicy
+        _check(not ro.dynamic_sampling or ro.group_size >= 2,
+               "rollout.dynamic_sampling needs rollout.group_size >= 2: a group of one always has zero variance")
+        _check(self.advantage.estimator != "process" or (ro.overlong_buffer == 0 and self.loss.kl_placement == "loss"),
+               "advantage.estimator is process, whose advantages come from step rewards alone, so an outcome-reward "
+               "shaping (rollout.overlong_buffer, loss.kl_placement: reward) would be ignored; use estimator group")
+        _check(self.method == "offpolicy_grpo" or off == OffPolicyConfig(),
+               f"the offpolicy section is set but method is {self.method}; use method: offpolicy_grpo or remove it")
+        if self.method != "offpolicy_grpo":
+            return
+        _check(not (off.correction == "decoupled" and self.loss.level == "sequence"),
+               "offpolicy.correction decoupled (AReaL) weighs tokens by pi_prox/pi_behav and clips the token ratio; "
+               "it cannot run with loss.level: sequence, use offpolicy.correction: sequence_tis instead")
+        _check(((ro.prompts_per_step + off.replay) * ro.group_size) % self.optim.minibatches == 0,
+               f"optim.minibatches={self.optim.minibatches} does not divide the batch of (prompts_per_step + "
+               f"offpolicy.replay) x group_size = {(ro.prompts_per_step + off.replay) * ro.group_size}; choose a divisor")
+        if off.correction != "none" and not off.mismatched:
+            import warnings
+
+            warnings.warn(f"offpolicy.correction is {off.correction} but staleness, replay, sampler_noise and "
+                          "sampler_dtype leave the behaviour policy equal to the learner: the correction has "
+                          "(almost) nothing to correct", stacklevel=3)
 
     @property
     def run_name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -31,7 +32,7 @@ def tiny_config(tmp_path):
     """`tiny_config(**{"optim.lr": 1e-4})` -> a validated Config writing only under tmp_path."""
 
     def make(overrides: dict | None = None, **dotted):
-        data = merge(TINY, {
+        data = merge(copy.deepcopy(TINY), {  # a copy: the dotted overrides below write into nested dicts
             "sft": {"cache_dir": str(tmp_path / "sft")},
             "train": {"out_dir": str(tmp_path / "runs")},
             "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db", "experiment": "tests"},

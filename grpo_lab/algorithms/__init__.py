@@ -2,8 +2,9 @@
 
 from grpo_lab.algorithms.base import PolicyModule, RewardError, TrainingError
 from grpo_lab.algorithms.grpo import GRPO
+from grpo_lab.algorithms.offpolicy_grpo import OffPolicyGRPO
 
-MODULES = {"grpo": GRPO}
+MODULES = {"grpo": GRPO, "offpolicy_grpo": OffPolicyGRPO}
 
 
 def module_class(method: str):
@@ -12,4 +13,4 @@ def module_class(method: str):
     return MODULES[method]
 
 
-__all__ = ["PolicyModule", "GRPO", "MODULES", "module_class", "TrainingError", "RewardError"]
+__all__ = ["PolicyModule", "GRPO", "OffPolicyGRPO", "MODULES", "module_class", "TrainingError", "RewardError"]

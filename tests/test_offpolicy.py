@@ -1,0 +1,210 @@
+"""Off-policy GRPO: equivalence with on-policy GRPO at s = 0, lagging copies, sampler mismatch,
+corrections on hand-made log-probs, the replay buffer, diagnostics and checkpoint state."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from grpo_lab.config import ConfigError
+from grpo_lab.core.objectives import importance_weights
+from grpo_lab.rollout.replay import ReplayBuffer, ReplayGroup, concat_rollouts
+from grpo_lab.rollout.sampler import Rollout
+from grpo_lab.train import run
+from test_switches import FirstCharTask, make_module
+
+
+def final_weights(result):
+    return torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_staleness_zero_without_replay_gives_the_updates_of_grpo(tiny_config):
+    common = {"train.steps": 2, "loss.entropy_coef": 0.01, "optim.minibatches": 2}
+    grpo = run(tiny_config(**common), progress=False, log=False)
+    off = run(tiny_config(**common, method="offpolicy_grpo"), progress=False, log=False)
+    a, b = final_weights(grpo), final_weights(off)
+    policy_keys = [k for k in a if k.startswith("policy.")]
+    assert policy_keys and all(torch.equal(a[k], b[k]) for k in policy_keys)
+    off_rows = [r for r in off.history if "offpolicy/ess" in r]
+    assert len(off_rows) == 2 and all(r["offpolicy/stale_frac"] == 0 for r in off_rows)
+    assert all(r["offpolicy/ess"] > 0.999 for r in off_rows)  # sampler = learner: weights are 1 up to rounding
+
+
+def test_lagging_copy_samples_with_the_weights_of_s_steps_ago(tiny_config):
+    module = make_module(tiny_config(method="offpolicy_grpo", **{"offpolicy.staleness": 2}))
+    param = next(module.policy.parameters())
+    seen = []
+    for step in range(5):
+        sampler, version = module.behaviour(step)
+        seen.append((version, float(next(sampler.parameters()).flatten()[0])))
+        with torch.no_grad():
+            param.add_(1.0)  # one "update" per step: weights of version v have offset v
+    start = seen[0][1]
+    assert [v for v, _ in seen] == [0, 0, 0, 1, 2]
+    assert [round(w - start) for _, w in seen] == [0, 0, 0, 1, 2]
+    assert len(module.snapshots) == 3  # s + 1 versions kept, no more
+
+
+@pytest.mark.parametrize("overrides", [{"offpolicy.sampler_noise": 0.5}, {"offpolicy.sampler_dtype": "bfloat16"}])
+def test_sampler_mismatch_makes_behaviour_logprobs_differ(tiny_config, overrides):
+    module = make_module(tiny_config(method="offpolicy_grpo", **overrides))
+    sampler, _ = module.behaviour(0)
+    ro = module.collect(0, policy=sampler).drawn.rollout
+    with torch.no_grad():
+        learner = module.logprobs(ro)[0]
+    gap = ((ro.logprobs - learner).abs() * ro.completion_mask).max()
+    assert gap > 1e-3
+    same = make_module(tiny_config(method="offpolicy_grpo"))
+    ro = same.collect(0, policy=same.behaviour(0)[0]).drawn.rollout
+    with torch.no_grad():
+        assert ((ro.logprobs - same.logprobs(ro)[0]).abs() * ro.completion_mask).max() < 1e-4
+
+
+# ----- corrections on hand-made log-probs -------------------------------------------------------
+PROX = torch.log(torch.tensor([[0.5, 0.4, 0.3], [0.2, 0.2, 0.2]]))
+BEHAV = torch.log(torch.tensor([[0.1, 0.4, 0.6], [0.25, 0.2, 0.1]]))  # token weights 5, 1, .5 / .8, 1, 2
+MASK = torch.ones(2, 3)
+
+
+@pytest.mark.parametrize("correction,expected", [
+    ("tis", [[2.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
+    ("mask", [[0.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
+    ("sequence_tis", [[2.0] * 3, [1.6] * 3]),  # products 2.5 (capped) and 1.6
+    ("sequence_mask", [[0.0] * 3, [1.6] * 3]),
+    ("decoupled", [[5.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),  # AReaL: pi_prox / pi_behav, untruncated
+])
+def test_corrections_weigh_by_prox_over_behaviour(tiny_config, correction, expected):
+    module = make_module(tiny_config(method="offpolicy_grpo", **{"offpolicy.correction": correction,
+                                                                  "offpolicy.staleness": 1, "offpolicy.cap": 2.0}))
+    old, weights = module.correction(PROX, BEHAV, MASK)
+    assert torch.equal(old, PROX)  # the clip ratio is pi_theta / pi_prox
+    assert torch.allclose(weights, torch.tensor(expected), atol=1e-5)
+
+
+def test_no_correction_clips_against_the_behaviour_policy(tiny_config):
+    module = make_module(tiny_config(method="offpolicy_grpo", **{"offpolicy.staleness": 1}))
+    old, weights = module.correction(PROX, BEHAV, MASK)
+    assert torch.equal(old, BEHAV) and weights is None
+
+
+def test_diagnostics_on_hand_made_logprobs(tiny_config):
+    module = make_module(tiny_config(method="offpolicy_grpo", **{"offpolicy.staleness": 1, "offpolicy.cap": 2.0}))
+    weights = importance_weights(PROX, BEHAV, MASK, cap=2.0)
+    d = module.diagnostics(PROX, BEHAV, MASK, weights, torch.tensor([3, 1]), torch.tensor([False, True]), step=3)
+    raw = torch.tensor([5.0, 1, 0.5, 0.8, 1, 2])
+    assert d["offpolicy/ratio_max"] == pytest.approx(5.0)
+    assert d["offpolicy/ratio_mean"] == pytest.approx(float(raw.mean()))
+    assert d["offpolicy/beyond_cap_frac"] == pytest.approx(1 / 6)
+    assert d["offpolicy/ess"] == pytest.approx(float(raw.sum() ** 2 / (6 * (raw**2).sum())), rel=1e-5)
+    assert d["offpolicy/replayed_frac"] == 0.5 and d["offpolicy/stale_frac"] == 0.5
+    assert d["offpolicy/staleness_mean"] == 1.0
+    kl = float((torch.exp(PROX - BEHAV) - (PROX - BEHAV) - 1).mean())  # k3 of KL(behav || prox)
+    assert d["offpolicy/kl_behaviour"] == pytest.approx(kl, rel=1e-5)
+
+
+def test_tis_bounds_the_gradient_of_a_token_the_sampler_overrated(tiny_config):
+    """A token the behaviour policy sampled 5x more often than the learner would: uncorrected, its
+    gradient is scored at ratio 1 (against pi_behav, clipped); TIS scales it by min(w, C)."""
+    from grpo_lab.algorithms.grpo import grpo_loss
+
+    module = make_module(tiny_config(method="offpolicy_grpo", **{"offpolicy.staleness": 1}))
+    cfg = module.config.loss
+    prox, behav = torch.log(torch.tensor([[0.02]])), torch.log(torch.tensor([[0.1]]))
+    grads = {}
+    for name, weights in [("none", None), ("tis", importance_weights(prox, behav, torch.ones(1, 1), cap=2.0))]:
+        logp = prox.clone().requires_grad_(True)
+        old = behav if name == "none" else prox
+        loss, _ = grpo_loss(logp, old, torch.tensor([-1.0]), torch.ones(1, 1), cfg, norm=1.0, weights=weights)
+        loss.backward()
+        grads[name] = logp.grad.item()
+    assert grads["none"] == 0.0  # ratio 0.2 < 1 - eps with A < 0: clipped, the stale sample is ignored
+    assert grads["tis"] == pytest.approx(0.2)  # ratio 1 against pi_prox, weight 0.02/0.1 = 0.2
+
+
+# ----- replay buffer ----------------------------------------------------------------------------
+def _group(version, width=3, fill=1.0):
+    ro = Rollout(torch.ones(2, 2, dtype=torch.long), torch.ones(2, 2), torch.ones(2, width, dtype=torch.long),
+                 torch.ones(2, width), torch.full((2, width), -fill), torch.tensor([True, False]))
+    return ReplayGroup(ro, example_index=version, texts=["a", "b"], rewards=torch.tensor([0.0, 1.0]),
+                       correct=torch.tensor([False, True]), version=version)
+
+
+def test_replay_buffer_evicts_beyond_eta_and_round_trips():
+    buffer = ReplayBuffer(eta=2)
+    for v in range(5):
+        buffer.add(_group(v))
+    assert buffer.evict(4) == 2 and sorted(g.version for g in buffer.groups) == [2, 3, 4]
+    drawn = buffer.sample(2, torch.Generator().manual_seed(0), version=5)  # version 2 is now too old
+    assert len(drawn) == 2 and len({g.version for g in drawn}) == 2 and all(g.version >= 3 for g in drawn)
+    blob = io.BytesIO()
+    torch.save(buffer.state_dict(), blob)
+    blob.seek(0)
+    again = ReplayBuffer(eta=0)
+    again.load_state_dict(torch.load(blob, weights_only=True))
+    assert again.eta == 2 and [g.version for g in again.groups] == [2, 3, 4]
+    assert torch.equal(again.groups[0].rollout.logprobs, buffer.groups[0].rollout.logprobs)
+
+
+def test_concat_rollouts_pads_to_common_widths():
+    a, b = _group(0, width=3).rollout, _group(1, width=5).rollout
+    b.prompt_ids, b.prompt_mask = torch.ones(2, 4, dtype=torch.long), torch.ones(2, 4)
+    joined = concat_rollouts([a, b], pad_id=0)
+    assert joined.prompt_ids.shape == (4, 4) and joined.completion_ids.shape == (4, 5)
+    assert joined.prompt_mask[:2, :2].sum() == 0 and joined.completion_mask[:2, 3:].sum() == 0  # left / right pads
+    assert joined.lengths.tolist() == [3, 3, 5, 5]
+
+
+# ----- a run with everything on ------------------------------------------------------------------
+def test_stale_replayed_noisy_run_logs_diagnostics_and_checkpoints_its_state(tiny_config):
+    config = tiny_config(method="offpolicy_grpo", **{
+        "train.steps": 4, "rollout.max_new_tokens": 6, "rollout.overlong_buffer": 3,
+        "offpolicy.staleness": 2, "offpolicy.replay": 2, "offpolicy.eta": 3, "offpolicy.sampler_noise": 0.3,
+        "offpolicy.correction": "decoupled"})
+    result = run(config, progress=False, log=False)
+    rows = [r for r in result.history if "offpolicy/ess" in r]
+    assert len(rows) == 4
+    for r in rows:
+        assert {"offpolicy/ratio_mean", "offpolicy/ratio_max", "offpolicy/beyond_cap_frac", "offpolicy/kl_behaviour",
+                "offpolicy/replayed_frac", "offpolicy/stale_frac", "offpolicy/weight_mean", "actor/clip_frac_low",
+                "actor/clip_frac_high"} <= set(r)
+        assert r["offpolicy/kl_behaviour"] > 0  # the noisy sampler is not the learner
+    assert rows[0]["offpolicy/replayed_frac"] == 0 and rows[-1]["offpolicy/replayed_frac"] > 0
+    assert rows[-1]["offpolicy/stale_frac"] == 1.0  # steps >= 1 sample with old weights, replay is older still
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["grpo_lab"]["offpolicy"]
+    assert [s["version"] for s in state["snapshots"]] == [1, 2, 3]
+    assert state["buffer"]["groups"] and all(3 - g["version"] <= 3 for g in state["buffer"]["groups"])
+    module = make_module(config)
+    module.load_extra_state({"offpolicy": state})
+    assert len(module.buffer) == len(state["buffer"]["groups"])
+    assert torch.equal(module.replay_generator.get_state(), state["replay_generator"])
+
+
+def test_dynamic_sampling_feeds_off_policy_groups(tiny_config):
+    module = make_module(tiny_config(method="offpolicy_grpo", **{
+        "rollout.dynamic_sampling": True, "rollout.max_sampling_rounds": 12, "offpolicy.staleness": 1}))
+    module.task = FirstCharTask(module.task)
+    sampler, version = module.behaviour(0)
+    batch = module.collect(0, policy=sampler)
+    assert batch.scored.rewards.numel() == module.config.rollout.batch_size and version == 0
+
+
+# ----- refusals ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides,message", [
+    ({"method": "offpolicy_grpo", "offpolicy.correction": "decoupled", "offpolicy.staleness": 1,
+      "loss.level": "sequence"}, "cannot run with loss.level: sequence"),
+    ({"method": "offpolicy_grpo", "offpolicy.staleness": 8, "offpolicy.eta": 4}, "raise offpolicy.eta"),
+    ({"offpolicy.staleness": 2}, "use method: offpolicy_grpo"),
+    ({"method": "offpolicy_grpo", "offpolicy.cap": 1.0}, "offpolicy.cap"),
+    ({"method": "offpolicy_grpo", "offpolicy.replay": 1, "optim.minibatches": 8}, r"prompts_per_step \+ offpolicy.replay"),
+])
+def test_contradictory_off_policy_settings_are_refused(tiny_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_config(**overrides)
+
+
+def test_a_correction_with_nothing_to_correct_warns(tiny_config):
+    with pytest.warns(UserWarning, match="nothing to correct"):
+        tiny_config(method="offpolicy_grpo", **{"offpolicy.correction": "tis"})
