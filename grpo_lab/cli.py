@@ -53,6 +53,17 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from grpo_lab.bench import bench, format_record
+
+    record = bench(hidden=args.hidden, layers=args.layers, heads=args.heads, prompts=args.prompts, gens=args.gens,
+                   max_new=args.max_new, steps=args.steps, warmup=args.warmup, method=args.method,
+                   device=args.device, dtype=args.dtype, fixed_length=args.fixed_length, threads=args.threads,
+                   seed=args.seed)
+    print(format_record(record))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="seconds per RL step of a method on a Qwen2 model built from flags (one JSON line)")
+    p.add_argument("--hidden", type=int, default=128, help="hidden size")
+    p.add_argument("--layers", type=int, default=4, help="decoder layers")
+    p.add_argument("--heads", type=int, default=None, help="attention heads (default hidden/32)")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per step")
+    p.add_argument("--gens", type=int, default=8, help="completions per prompt")
+    p.add_argument("--max-new", type=int, default=8, help="completion length cap")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after --warmup)")
+    p.add_argument("--warmup", type=int, default=2, help="steps run before timing")
+    p.add_argument("--method", default="grpo", help="the method's module (grpo, ppo, ...)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
+                   help="weights' dtype (default bfloat16 on cuda, float32 on cpu)")
+    p.add_argument("--fixed-length", action="store_true", help="forbid EOS: every completion is --max-new tokens")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 keeps torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -82,6 +82,7 @@ class PolicyModule(L.LightningModule):
         self.last_eval: dict = {}
         self.history: list[dict] = []  # every logged row, for callers that run in-process
         self.on_eval: Optional[Callable[[int, dict], None]] = None  # called after each evaluation
+        self.suppress_eos = False  # benchmarks: every completion runs to max_new_tokens
 
     # ----- data -----------------------------------------------------------------------------
     def prompts_for_step(self, step: int, count: Optional[int] = None) -> list:
@@ -114,7 +115,7 @@ class PolicyModule(L.LightningModule):
             eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
             temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
             greedy=greedy, generator=generator if generator is not None else self.sample_generator,
-            with_entropy=with_entropy,
+            with_entropy=with_entropy, suppress_eos=self.suppress_eos,
         )
         policy.train(was_training)
         return rollout
@@ -205,7 +206,7 @@ class PolicyModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.config.optim
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+        opt = adamw(params, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
         warm = max(o.warmup_steps, 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, (n + 1) / warm) if warm else 1.0)
         return [opt], [sched]
@@ -296,6 +297,15 @@ class PolicyModule(L.LightningModule):
 
     def load_extra_state(self, state: dict) -> None:
         pass
+
+
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where this torch has it for these parameters' device, else the plain one."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, **kwargs)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:

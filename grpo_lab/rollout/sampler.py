@@ -5,6 +5,10 @@ completion's mask is 1 on every sampled token up to and including EOS, so the EO
 trained like any other token. Log-probs are those of the tempered distribution
 `softmax(logits / temperature)` before top-p truncation, the same quantity `token_logprobs`
 computes for the learner, so the sampler's log-probs can stand in as old log-probs.
+
+A Qwen2 model takes the lean path of `grpo_lab.models.fast_qwen2` (static KV cache, one prompt
+pass per group of identical prompts); `fast=False`, and every other model, take the generic
+Hugging Face path, which is the reference the lean one is tested against.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+
+from grpo_lab.models import fast_qwen2
 
 
 @dataclass
@@ -49,8 +55,22 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
 
 
+def draw(probs: torch.Tensor, generator: Optional[torch.Generator], rows: Optional[tuple[int, int]] = None):
+    """One token per row of `probs` (B, V), drawn as torch.multinomial(probs, 1) draws it on CPU:
+    argmax(probs / q) with q ~ Exp(1) drawn from `generator` for every (row, token).
+
+    `rows=(offset, total)` says these are rows offset .. offset+B of a batch of `total` rows split
+    over processes: the noise of all `total` rows is drawn and this process keeps its own, so each
+    row gets the token one process would have drawn for it.
+    """
+    offset, total = rows if rows is not None else (0, probs.shape[0])
+    noise = torch.empty((total, probs.shape[1]), dtype=probs.dtype, device=probs.device)
+    noise = noise.exponential_(1, generator=generator)[offset: offset + probs.shape[0]]
+    return (probs / noise).argmax(-1)
+
+
 def _next_token(logits: torch.Tensor, *, temperature: float, top_p: float, greedy: bool,
-                generator: Optional[torch.Generator]):
+                generator: Optional[torch.Generator], rows: Optional[tuple[int, int]] = None):
     logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, V)
     if greedy:
         token = logp.argmax(-1)
@@ -61,49 +81,84 @@ def _next_token(logits: torch.Tensor, *, temperature: float, top_p: float, greed
             outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set with mass >= top_p
             sorted_probs = sorted_probs.masked_fill(outside, 0.0)
             probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = draw(probs, generator, rows)
     return token, logp
+
+
+class _GenericDecoder:
+    """Any Hugging Face causal LM: a DynamicCache, or (use_cache=False) the whole sequence every step."""
+
+    def __init__(self, model, prompt_ids, prompt_mask, use_cache: bool):
+        self.model, self.use_cache = model, use_cache
+        self.attn = prompt_mask.long()
+        self.cache = DynamicCache() if use_cache else None
+        self.ids, self.positions = prompt_ids, position_ids(self.attn)
+
+    def _logits(self) -> torch.Tensor:
+        out = self.model(input_ids=self.ids, attention_mask=self.attn, position_ids=self.positions,
+                         past_key_values=self.cache, use_cache=self.use_cache, logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def first_logits(self) -> torch.Tensor:
+        return self._logits()
+
+    def advance(self, token: torch.Tensor) -> torch.Tensor:
+        self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
+        if self.use_cache:
+            self.ids, self.positions = token[:, None], self.positions[:, -1:] + 1
+        else:
+            self.ids = torch.cat([self.ids, token[:, None]], dim=1)
+            self.positions = position_ids(self.attn)
+        return self._logits()
+
+
+def _on_device(generator: Optional[torch.Generator], device: torch.device) -> Optional[torch.Generator]:
+    """A generator on `device`: the given one, or (a CPU generator for a GPU batch) one seeded from a
+    draw of it, so runs stay reproducible from the CPU generator's state."""
+    if generator is None or generator.device.type == torch.device(device).type:
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 @torch.no_grad()
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_id: int,
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
            generator: Optional[torch.Generator] = None, with_entropy: bool = False,
-           suppress_eos: bool = False, use_cache: bool = True) -> Rollout:
+           suppress_eos: bool = False, use_cache: bool = True, fast: bool = True,
+           rows: Optional[tuple[int, int]] = None) -> Rollout:
     """Sample up to `max_new_tokens` tokens for each left-padded prompt row.
 
     `generator` drives every random draw, so the same generator state gives the same tokens.
     `suppress_eos` forbids EOS (fixed-length benchmarks). `use_cache=False` recomputes the whole
-    sequence every step; it exists as the reference the cached path is tested against.
+    sequence every step; it exists as the reference the cached path is tested against. `fast=False`
+    keeps a Qwen2 model on the generic path. `rows` places this batch in a larger one split over
+    processes (see `draw`).
     """
     B, device = prompt_ids.shape[0], prompt_ids.device
-    attn = prompt_mask.long()
+    generator = _on_device(generator, device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps, entropies = [], [], []
-    cache = DynamicCache() if use_cache else None
-    ids, positions = prompt_ids, position_ids(attn)
+    if fast and use_cache and fast_qwen2.supports(model):
+        decoder = fast_qwen2.StaticDecoder(model, prompt_ids, prompt_mask, max_new_tokens)
+    else:
+        decoder = _GenericDecoder(model, prompt_ids, prompt_mask, use_cache)
+    logits = decoder.first_logits()
     for step in range(max_new_tokens):
-        out = model(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
-                    use_cache=use_cache, logits_to_keep=1)
-        logits = out.logits[:, -1]
         if suppress_eos:
             logits = logits.clone()
             logits[:, eos_id] = float("-inf")
-        token, logp = _next_token(logits, temperature=temperature, top_p=top_p, greedy=greedy, generator=generator)
+        token, logp = _next_token(logits, temperature=temperature, top_p=top_p, greedy=greedy, generator=generator,
+                                  rows=rows)
         token = token.masked_fill(done, pad_id)
         tokens.append(token)
         logps.append(logp.gather(-1, token[:, None]).squeeze(-1))
         if with_entropy:
             entropies.append(-(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1))
         done = done | (token == eos_id)
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or (not suppress_eos and bool(done.all())):
             break
-        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-        if use_cache:
-            ids, positions = token[:, None], positions[:, -1:] + 1
-        else:
-            ids = torch.cat([ids, token[:, None]], dim=1)
-            positions = position_ids(attn)
+        logits = decoder.advance(token)
     completion_ids = torch.stack(tokens, dim=1)  # (B, T)
     # a token counts if no EOS came strictly before it
     eos = completion_ids == eos_id
@@ -116,12 +171,19 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int, *,
-                   temperature: float = 1.0, with_entropy: bool = False):
+                   temperature: float = 1.0, with_entropy: bool = False, fast: bool = True):
     """Log-probs (B, T) of the last `completion_len` tokens of `input_ids` under `model`, with
-    gradients when called outside no_grad; and their entropies (B, T) when asked."""
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                use_cache=False, logits_to_keep=completion_len + 1)
-    logits = out.logits[:, :-1].float() / temperature  # (B, T, V): position t predicts token t+1
+    gradients when called outside no_grad; and their entropies (B, T) when asked. A Qwen2 model
+    runs each group of identical prompts once (`fast=False` runs every row in full)."""
+    if fast and fast_qwen2.supports(model):
+        T = completion_len
+        logits = fast_qwen2.completion_logits(model, input_ids[:, :-T], attention_mask[:, :-T], input_ids[:, -T:],
+                                              attention_mask[:, -T:])
+    else:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                    use_cache=False, logits_to_keep=completion_len + 1)
+        logits = out.logits[:, :-1]  # (B, T, V): position t predicts token t+1
+    logits = logits.float() / temperature
     logp_all = F.log_softmax(logits, dim=-1)
     targets = input_ids[:, -completion_len:]
     logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)

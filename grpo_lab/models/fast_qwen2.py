@@ -1,0 +1,223 @@
+"""A lean forward pass of a Hugging Face `Qwen2ForCausalLM` for RL steps.
+
+Same weights, same arithmetic: the parameters are read from the model at every call (an optimizer
+step is seen at once, gradients flow into them), and each layer computes what
+`Qwen2DecoderLayer.forward` computes (RMSNorm in float32, rotary positions, grouped-query
+attention through `scaled_dot_product_attention`, SwiGLU MLP, the model's head). What it leaves
+out is the generic model's per-call work (mask builders, cache objects, output records), and it
+adds two savings an RL batch allows:
+
+- prompt sharing: the G completions of a prompt carry the same prompt; each distinct prompt runs
+  once and its keys and values are shared by the rows that carry it. This
+  is exact: under causal attention a prompt's states do not depend on what follows it.
+- a static KV cache for sampling: keys and values for prompt + completion are allocated once and
+  each new token's are written in place.
+
+`supports(model)` says whether a model can take this path; other models use the generic one,
+which stays the reference the tests compare against.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def supports(model) -> bool:
+    """A Qwen2ForCausalLM with default rotary positions, full attention and a SiLU MLP."""
+    if type(model).__name__ != "Qwen2ForCausalLM":
+        return False
+    cfg = model.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    return (rope.get("rope_type", "default") == "default" and not getattr(cfg, "use_sliding_window", False)
+            and cfg.hidden_act == "silu" and not getattr(cfg, "attention_dropout", 0.0)
+            and not getattr(model.model, "gradient_checkpointing", False))
+
+
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """Rows with identical prompts, wherever they sit: one row of each distinct prompt (U,) and each
+    row's distinct prompt (B,)."""
+    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask.long()], dim=1), dim=0, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), prompt_ids.shape[0], dtype=torch.long, device=prompt_ids.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(prompt_ids.shape[0], device=prompt_ids.device), "amin")
+    return first, inverse
+
+
+def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(x.dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Model:
+    """The model's parts, shapes and fused projection weights, looked up once per call.
+
+    Hidden states are kept flat, (N, hidden) over all tokens of a call, so each projection is one
+    matrix product over the prompt and the completion tokens together; attention alone sees the
+    (rows, heads, length, head_dim) layout of each part."""
+
+    def __init__(self, model):
+        cfg = model.config
+        self.model = model
+        self.layers = list(model.model.layers)
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.rotary = model.model.rotary_emb
+        self.dtype = model.model.embed_tokens.weight.dtype
+        self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
+        # one (q|k|v) and one (gate|up) weight per layer; under autograd the gradient flows back to each part
+        self.fused = []
+        for layer in self.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.fused.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                               torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                               torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        embed = self.model.model.embed_tokens
+        return F.embedding(ids.reshape(-1), embed.weight, embed.padding_idx)  # (N, hidden)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        lm = self.model.lm_head
+        return F.linear(_rms_norm(self.model.model.norm, h), lm.weight, lm.bias)
+
+    def rotary_tables(self, positions: torch.Tensor):
+        """cos, sin (N, 1, D) for positions of any shape (flattened), as Qwen2RotaryEmbedding computes them."""
+        freqs = positions.reshape(-1, 1).float() * self.rotary.inv_freq.to(device=positions.device, dtype=torch.float)
+        emb = torch.cat((freqs, freqs), dim=-1)
+        scale = self.rotary.attention_scaling
+        return (emb.cos() * scale).to(self.dtype)[:, None], (emb.sin() * scale).to(self.dtype)[:, None]
+
+    def qkv(self, i: int, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Layer i's input (N, hidden) -> rotated queries (N, H, D), rotated keys and values (N, KV, D)."""
+        qkv_w, qkv_b, _ = self.fused[i]
+        x = _rms_norm(self.layers[i].input_layernorm, h)
+        q, k, v = F.linear(x, qkv_w, qkv_b).split(self.split, dim=-1)
+        N = h.shape[0]
+        q, k = q.view(N, self.heads, self.head_dim), k.view(N, self.kv_heads, self.head_dim)
+        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, self.kv_heads, self.head_dim)
+
+    def finish(self, i: int, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Residual after attention (attn (N, H*D)), then the MLP block."""
+        layer, (_, _, gate_up) = self.layers[i], self.fused[i]
+        h = h + F.linear(attn, layer.self_attn.o_proj.weight)
+        gate, up = F.linear(_rms_norm(layer.post_attention_layernorm, h), gate_up).chunk(2, dim=-1)
+        return h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
+
+    def attention(self, i: int, q, k, v, mask: torch.Tensor) -> torch.Tensor:
+        """q (B, H, Lq, D), k and v (B, KV, Lk, D), mask (B, 1, Lq, Lk) bool -> (B * Lq, H * D)."""
+        if self.kv_heads != self.heads:
+            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+        scale = self.layers[i].self_attn.scaling
+        if q.shape[2] == 1:  # one query per row (decoding): plain products beat the fused kernel here
+            scores = (q @ k.transpose(-1, -2)) * scale
+            a = scores.masked_fill(~mask, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype) @ v
+        else:
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        B, _, L, _ = q.shape
+        return a.transpose(1, 2).reshape(B * L, -1)
+
+
+def _heads(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows * L, heads, D) -> (rows, heads, L, D)."""
+    return x.view(rows, -1, *x.shape[1:]).transpose(1, 2)
+
+
+def _causal(length: int, key_valid: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) causal mask over valid keys; a row always sees itself, so padding rows stay finite."""
+    eye = torch.eye(length, dtype=torch.bool, device=key_valid.device)
+    tril = torch.ones(length, length, dtype=torch.bool, device=key_valid.device).tril()
+    return (tril & (key_valid[:, None, :].bool() | eye))[:, None]
+
+
+def _prompt_positions(prompt_mask: torch.Tensor) -> torch.Tensor:
+    return (prompt_mask.long().cumsum(-1) - 1).clamp_(min=0)
+
+
+def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                      completion_mask: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, V) that predict each completion token, with gradients outside no_grad.
+
+    Left-padded prompts (B, Lp), right-padded completions (B, T): the same numbers as
+    `model(cat(prompt, completion))` at the positions that predict the completion. The last
+    completion token predicts nothing and no earlier token attends to it, so it is not run.
+    """
+    m = _Model(model)
+    first, inverse = prompt_groups(prompt_ids, prompt_mask)
+    p_ids, p_mask = prompt_ids[first], prompt_mask[first].bool()  # (U, Lp)
+    (U, Lp), (B, T) = p_ids.shape, completion_ids.shape
+    c_ids, c_len = completion_ids[:, : T - 1], T - 1  # the tokens whose states are needed
+    c_pos = p_mask.sum(-1, keepdim=True)[inverse] + torch.arange(c_len, device=p_ids.device)  # (B, T-1)
+    cos, sin = m.rotary_tables(torch.cat([_prompt_positions(p_mask).reshape(-1), c_pos.reshape(-1)]))
+    p_attn = _causal(Lp, p_mask)  # (U, 1, Lp, Lp)
+    c_attn = torch.cat([p_mask[inverse][:, None, None, :].expand(-1, 1, c_len, -1),
+                        _causal(c_len, completion_mask[:, :c_len])], dim=-1)  # (B, 1, T-1, Lp + T-1)
+    n_p = U * Lp
+    h = torch.cat([m.embed(p_ids), m.embed(c_ids)])  # (U*Lp + B*(T-1), hidden)
+    for i in range(len(m.layers)):
+        q, k, v = m.qkv(i, h, cos, sin)
+        qp, kp, vp = _heads(q[:n_p], U), _heads(k[:n_p], U), _heads(v[:n_p], U)
+        parts = [m.attention(i, qp, kp, vp, p_attn)]
+        if c_len:
+            qc, kc, vc = _heads(q[n_p:], B), _heads(k[n_p:], B), _heads(v[n_p:], B)
+            parts.append(m.attention(i, qc, torch.cat([kp[inverse], kc], dim=2), torch.cat([vp[inverse], vc], dim=2),
+                                     c_attn))
+        h = m.finish(i, h, torch.cat(parts) if c_len else parts[0])
+    last = h[:n_p].view(U, Lp, -1)[:, -1][inverse][:, None]  # (B, 1, hidden): the prompt's last state
+    h = torch.cat([last, h[n_p:].view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
+    return m.head(h)
+
+
+class StaticDecoder:
+    """Sampling state over a preallocated KV cache: `first_logits()` after the (shared) prompt pass,
+    then `advance(token)` -> the next logits, one token per call."""
+
+    def __init__(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int):
+        self.m = m = _Model(model)
+        first, inverse = prompt_groups(prompt_ids, prompt_mask)
+        p_ids, p_mask = prompt_ids[first], prompt_mask[first].bool()
+        (B, Lp), U = prompt_ids.shape, p_ids.shape[0]
+        self.Lp, self.t = Lp, 0
+        self.lengths = prompt_mask.long().sum(-1)  # (B,) position of each row's first completion token
+        self.key_valid = torch.zeros(B, 1, 1, Lp + max_new_tokens, dtype=torch.bool, device=prompt_ids.device)
+        self.key_valid[:, 0, 0, :Lp] = prompt_mask.bool()
+        cos, sin = m.rotary_tables(_prompt_positions(p_mask))
+        mask = _causal(Lp, p_mask)
+        shape = (B, m.kv_heads, Lp + max_new_tokens, m.head_dim)
+        self.keys, self.values = [], []
+        h = m.embed(p_ids)
+        for i in range(len(m.layers)):
+            q, k, v = m.qkv(i, h, cos, sin)
+            k, v = _heads(k, U), _heads(v, U)
+            h = m.finish(i, h, m.attention(i, _heads(q, U), k, v, mask))
+            keys = torch.empty(shape, dtype=k.dtype, device=k.device)
+            values = torch.empty(shape, dtype=v.dtype, device=v.device)
+            keys[:, :, :Lp] = k[inverse]
+            values[:, :, :Lp] = v[inverse]
+            self.keys.append(keys)
+            self.values.append(values)
+        self._first = m.head(h.view(U, Lp, -1)[:, -1])[inverse]  # (B, V)
+
+    def first_logits(self) -> torch.Tensor:
+        return self._first
+
+    def advance(self, token: torch.Tensor) -> torch.Tensor:
+        m, at = self.m, self.Lp + self.t
+        cos, sin = m.rotary_tables(self.lengths + self.t)
+        self.key_valid[..., at] = True
+        mask = self.key_valid[..., : at + 1]
+        h = m.embed(token)  # (B, hidden)
+        for i, (keys, values) in enumerate(zip(self.keys, self.values)):
+            q, k, v = m.qkv(i, h, cos, sin)
+            keys[:, :, at] = k
+            values[:, :, at] = v
+            h = m.finish(i, h, m.attention(i, q[:, :, None], keys[:, :, : at + 1], values[:, :, : at + 1], mask))
+        self.t += 1
+        return m.head(h)
