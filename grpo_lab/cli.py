@@ -46,6 +46,25 @@ def format_result(result) -> str:
     return "\n".join(lines + where)
 
 
+def cmd_paradigm(args) -> int:
+    from grpo_lab.core.paradigm import PROCESS_SUPERVISION_CONFIG, format_table
+
+    print(format_table())
+    process = " ".join(PROCESS_SUPERVISION_CONFIG.split()).replace("advantage: estimator", "advantage.estimator")
+    print(f"\nGRPO with process supervision (DeepSeekMath §4.1.3): {process}; the chain task's step rewards, "
+          "plus the outcome reward as the last step's.\nReward here: the task's rule-based verifier for every "
+          "method (the paper's PPO and GRPO score with a reward model).")
+    print("Every method starts from the same cached SFT checkpoint and reads the rest of one YAML "
+          "(experiments/paradigm_chain.yaml):\n"
+          "  rft, dpo    sample P x G x train.steps completions from the SFT policy at the first step "
+          "(dpo.refresh_every: N resamples from the current policy every N steps)\n"
+          "  online_rft  samples P x G per step; SFT loss on the correct ones\n"
+          "  ppo         critic section (gamma, lam, lr, value_clip, whiten, warmup); "
+          "loss.kl_placement: loss | reward (per-token, InstructGPT)\n"
+          "  grpo        advantage.estimator: group | rloo | process; loss.kl_beta (k3 in the loss, Eq. 21)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from grpo_lab.demo import demo
 
@@ -74,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("paradigm", help="the methods as data source, reward and gradient coefficient, and the config of each")
+    p.set_defaults(func=cmd_paradigm)
 
     p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
     p.add_argument("--no-progress", action="store_true")

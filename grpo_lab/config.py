@@ -260,6 +260,35 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class CriticConfig:
+    gamma: float = 1.0  # GAE discount
+    lam: float = 0.95  # GAE lambda
+    lr: float = 1e-4  # the critic's own AdamW learning rate
+    value_clip: float = 0.2  # clip of the value loss around the old values
+    whiten: bool = True  # standardise GAE advantages over the batch's tokens
+    warmup: int = 0  # first RL steps that train the critic alone (the policy waits)
+
+    def __post_init__(self):
+        _check(0 < self.gamma <= 1, f"critic.gamma is {self.gamma}; it must be in (0, 1]")
+        _check(0 <= self.lam <= 1, f"critic.lam is {self.lam}; it must be in [0, 1]")
+        _positive("critic.lr", self.lr)
+        _positive("critic.value_clip", self.value_clip, zero_ok=True)
+        _positive("critic.warmup", self.warmup, zero_ok=True)
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    beta: float = 0.1  # DPO temperature on the log-ratios
+    label_smoothing: float = 0.0  # conservative DPO: preference labels flipped with this probability
+    refresh_every: int = 0  # N > 0 rebuilds the pairs from the current policy every N steps (iterative DPO)
+
+    def __post_init__(self):
+        _positive("dpo.beta", self.beta)
+        _check(0 <= self.label_smoothing < 0.5, f"dpo.label_smoothing is {self.label_smoothing}; it must be in [0, 0.5)")
+        _positive("dpo.refresh_every", self.refresh_every, zero_ok=True)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     uri: Optional[str] = None  # MLflow tracking URI; None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db
     experiment: str = "grpo_lab"  # MLflow experiment name
@@ -285,6 +314,8 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)  # method: offpolicy_grpo only
+    critic: CriticConfig = field(default_factory=CriticConfig)  # method: ppo only
+    dpo: DPOConfig = field(default_factory=DPOConfig)  # method: dpo only
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -304,6 +335,24 @@ class Config:
                f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
                f"{self.rollout.batch_size} completions; choose a divisor")
         self._check_variants()
+        self._check_methods()
+
+    def _check_methods(self) -> None:
+        """Settings that only one method reads (README section `methods`)."""
+        m, est = self.method, self.advantage.estimator
+        _check(m == "ppo" or self.critic == CriticConfig(),
+               f"the critic section is set but method is {m}; only method: ppo has a critic, remove the critic section")
+        _check(m == "dpo" or self.dpo == DPOConfig(),
+               f"the dpo section is set but method is {m}; use method: dpo or remove the dpo section")
+        _check(m != "dpo" or self.rollout.group_size >= 2,
+               f"rollout.group_size is {self.rollout.group_size}; DPO pairs a correct and a wrong completion of one "
+               "prompt, so it needs at least 2 completions per prompt")
+        _check(m != "ppo" or est in ("group", "gae"),
+               f"advantage.estimator is {est}; PPO's advantages come from its critic (GAE), set advantage.estimator: gae")
+        _check(m in ("grpo", "offpolicy_grpo", "ppo") or est == "group",
+               f"advantage.estimator is {est} but method {m} uses no advantage estimator; remove it or use method: grpo")
+        _check(m in ("grpo", "offpolicy_grpo", "ppo") or self.loss.kl_beta == 0,
+               f"loss.kl_beta is {self.loss.kl_beta} but method {m} has no KL term (DPO's is dpo.beta); set loss.kl_beta: 0")
 
     def _check_variants(self) -> None:
         """Switches that contradict each other (README section `variants`)."""

@@ -2,9 +2,15 @@
 
 from grpo_lab.algorithms.base import PolicyModule, RewardError, TrainingError
 from grpo_lab.algorithms.grpo import GRPO
+from grpo_lab.algorithms.dpo import DPO
+from grpo_lab.algorithms.ppo import PPO
+from grpo_lab.algorithms.rft import RFT, OnlineRFT
+from grpo_lab.algorithms.sft import SFTMethod
 from grpo_lab.algorithms.offpolicy_grpo import OffPolicyGRPO
 
 MODULES = {"grpo": GRPO, "offpolicy_grpo": OffPolicyGRPO}
+
+MODULES.update(sft=SFTMethod, rft=RFT, online_rft=OnlineRFT, dpo=DPO, ppo=PPO)
 
 
 def module_class(method: str):

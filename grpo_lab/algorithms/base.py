@@ -140,7 +140,12 @@ class PolicyModule(L.LightningModule):
         return Scored(rollout, rows, texts, r, torch.tensor(correct, device=self.device))
 
     def step_reward_tensors(self, scored: Scored):
-        """Step rewards placed at the token where each step ends: (rewards, step_mask), (B, T) each."""
+        """Step rewards placed at the token where each step ends: (rewards, step_mask), (B, T) each.
+
+        The outcome reward is the reward of one more step that ends at the completion's last token
+        (EOS when it finished): the task's steps score the intermediate results but not whether the
+        answer was finished, and without it process supervision learns never to stop.
+        """
         ro = scored.rollout
         rewards = torch.zeros_like(ro.completion_mask)
         step_mask = torch.zeros_like(ro.completion_mask)
@@ -152,6 +157,9 @@ class PolicyModule(L.LightningModule):
                 if t is not None:
                     rewards[i, t] += step.reward
                     step_mask[i, t] = 1.0
+        last = (ro.completion_mask.cumsum(-1) == ro.lengths[:, None]) & (ro.completion_mask > 0)  # (B, T)
+        rewards = rewards + last.to(rewards.dtype) * scored.rewards[:, None]
+        step_mask = torch.maximum(step_mask, last.to(step_mask.dtype))
         return rewards, step_mask
 
     def account(self, rollout: Rollout, prompts: int) -> None:

@@ -1,4 +1,4 @@
-"""Supervised fine-tuning on reference completions, and the cached SFT warm start.
+"""Supervised fine-tuning on reference completions, the cached SFT warm start, and SFT as a method.
 
 The loss is the token-mean negative log-likelihood of each reference completion (EOS included)
 given its prompt. The warm start trains it once per distinct (task, model, sft) config and saves
@@ -17,9 +17,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from grpo_lab.algorithms.base import PolicyModule
 from grpo_lab.core.aggregation import aggregate
 from grpo_lab.models import build_policy, load_pretrained
-from grpo_lab.rollout import token_logprobs
+from grpo_lab.rollout import Rollout, token_logprobs
 from grpo_lab.rollout.encode import encode_completions, encode_prompts
 
 
@@ -105,3 +106,80 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
             tmp.rename(path)
     policy, tokenizer = load_pretrained(path, dtype=config.model.dtype)
     return policy, tokenizer, path
+
+
+# ----- SFT as a method of the paradigm (method: sft) --------------------------------------------
+
+def supervised_loss(logp: torch.Tensor, mask: torch.Tensor, *, aggregation: str = "seq_mean_token_mean",
+                    norm: float | None = None) -> torch.Tensor:
+    """The SFT loss of the rows given: ``aggregate(-log pi_theta(o_t | q, o_<t), mask)``. (B, T) -> scalar.
+
+    DeepSeekMath App. A.1.1: GC = 1 on every token of the rows trained on. RFT and online RFT call
+    it on the correct rows only (GC = I(o), Eq. 10); with ``seq_mean_token_mean`` the gradient is
+    ``-(1/n) (1/|o_i|) grad log pi`` over the n rows passed.
+    """
+    return aggregate(-logp, mask, aggregation, norm=norm)
+
+
+def pack_rows(prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, device=None) -> Rollout:
+    """Token-id lists in the rollout layout: prompts left-padded, completions (EOS included) right-padded."""
+    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
+    prompt_ids = torch.full((len(prompts), width_p), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width_p), dtype=torch.long)
+    completion_ids = torch.full((len(prompts), width_c), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(prompts), width_c))
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        prompt_ids[i, width_p - len(p):], prompt_mask[i, width_p - len(p):] = torch.tensor(p), 1
+        completion_ids[i, :len(c)], completion_mask[i, :len(c)] = torch.tensor(c), 1.0
+    return Rollout(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device),
+                   completion_mask.to(device), torch.zeros_like(completion_mask).to(device),
+                   torch.ones(len(prompts), dtype=torch.bool, device=device))
+
+
+def unpack_rows(rollout: Rollout) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids through EOS) of each row, without padding: the inverse of `pack_rows`."""
+    out = []
+    for p, pm, c, cm in zip(rollout.prompt_ids.tolist(), rollout.prompt_mask.tolist(),
+                            rollout.completion_ids.tolist(), rollout.completion_mask.tolist()):
+        out.append(([t for t, m in zip(p, pm) if m], [t for t, m in zip(c, cm) if m]))
+    return out
+
+
+class SupervisedModule(PolicyModule):
+    """A method whose update is the SFT loss on rows it picks (SFT, RFT, online RFT)."""
+
+    def fit_rows(self, batch: Rollout) -> dict:
+        """mu epochs x minibatches of `supervised_loss` on `batch`; the mean metrics of the updates."""
+        lc = self.config.loss
+        norm = lc.norm or self.config.rollout.max_new_tokens
+        sums: dict[str, float] = {}
+        updates = 0
+        for rows in self.minibatches(batch.completion_ids.shape[0]):
+            mb = batch.select(rows)
+            logp, _ = self.logprobs(mb)
+            loss = supervised_loss(logp, mb.completion_mask, aggregation=lc.aggregation, norm=norm)
+            metrics = {"actor/loss": float(loss.detach()), **self.update(loss)}
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            updates += 1
+        return {k: v / updates for k, v in sums.items()}
+
+
+class SFTMethod(SupervisedModule):
+    """SFT continued on the task's reference targets (Table 10, first row), as a baseline arm.
+
+    Each step trains on the references of P x G training prompts (as many sequences as an RL
+    step's rollout batch) with `loss.aggregation`, mu epochs x minibatches like the RL arms. It
+    generates nothing, so `budget/samples` stays 0.
+    """
+
+    def rl_step(self, step: int) -> dict:
+        count = self.config.rollout.batch_size
+        examples = self.prompts_for_step(step, count)
+        p_ids, p_mask = encode_prompts(self.tokenizer, [ex.prompt for ex in examples], self.device)
+        c_ids, c_mask = encode_completions(self.tokenizer, [ex.target for ex in examples], self.device)
+        batch = Rollout(p_ids, p_mask, c_ids, c_mask, torch.zeros_like(c_mask),
+                        torch.ones(len(examples), dtype=torch.bool, device=self.device))
+        self.budget["prompts"] += count
+        self.budget["tokens"] += int(c_mask.sum())
+        return self.fit_rows(batch)
