@@ -19,8 +19,9 @@ def _expected_errors() -> tuple:
     from grpo_lab.models.policy import ModelError
     from grpo_lab.tasks import TaskError
     from grpo_lab.tracking import TrackingError
+    from grpo_lab.analysis.report import ReportError
 
-    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, FileNotFoundError)
+    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, FileNotFoundError)
 
 
 def cmd_train(args) -> int:
@@ -65,6 +66,17 @@ def cmd_paradigm(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from grpo_lab.analysis.report import report_grid
+
+    readme = report_grid(args.name, grid_file=args.grid_file, metric=args.metric, claims=args.claim,
+                         baseline=args.baseline, lower_is_better=args.lower_is_better,
+                         tracking_uri=args.tracking_uri, out_dir=args.out, n_resamples=args.resamples)
+    verdicts = [line for line in readme.read_text().splitlines() if line.startswith("| ") and "**" in line]
+    print("\n".join(verdicts + [f"report: {readme}"]))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from grpo_lab.demo import demo
 
@@ -96,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("paradigm", help="the methods as data source, reward and gradient coefficient, and the config of each")
     p.set_defaults(func=cmd_paradigm)
+
+    p = sub.add_parser("report", help="a grid's runs from MLflow -> results/NAME/README.md (claims, CIs, tests, verdicts) + plots")
+    p.add_argument("name", help="grid name (MLflow tag grpo_lab.grid); reads experiments/NAME.yaml when it exists")
+    p.add_argument("--grid-file", type=Path, default=None, help="grid YAML with metric and claims (default experiments/NAME.yaml)")
+    p.add_argument("--metric", default=None, help="primary metric (default: the grid file's, else eval/accuracy)")
+    p.add_argument("--claim", action="append", default=[], metavar="BETTER>WORSE",
+                   help="claim to test, e.g. --claim 'grpo>online_rft' or 'a>=b' (at least as good); replaces the file's")
+    p.add_argument("--baseline", default=None, help="also compare every arm with this arm")
+    p.add_argument("--lower-is-better", action="store_true", help="the metric improves downwards (lengths, losses)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/NAME/")
+    p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
     p.add_argument("--no-progress", action="store_true")

@@ -23,7 +23,7 @@ from grpo_lab.analysis.estimators import (
     stratified_bootstrap_ci,
 )
 from grpo_lab.analysis.frame import final_values, load_runs
-from grpo_lab.analysis.report import Claim, analyse, write_report
+from grpo_lab.analysis.report import Claim, analyse, claim_from_dict, parse_claim, write_report
 from grpo_lab.analysis.stats import (
     TestResult,
     holm,
@@ -43,6 +43,7 @@ __all__ = [
     "analyse",
     "bootstrap_ci",
     "check_comparison",
+    "claim_from_dict",
     "difference_ci",
     "final_values",
     "holm",
@@ -52,6 +53,7 @@ __all__ = [
     "mean",
     "median",
     "paired_t",
+    "parse_claim",
     "permutation_test",
     "probability_of_improvement",
     "probability_of_improvement_ci",

@@ -73,8 +73,11 @@ def plot_final_metric(
     intervals: Mapping[str, Interval],
     metric: str,
     path: str | Path,
+    *,
+    title: str | None = None,
 ) -> Path:
-    """One row per arm: each seed's final value as a dot, the estimate and its CI whiskers."""
+    """One row per arm: each seed's final value as a dot, the estimate and its CI whiskers.
+    ``title`` names the values (default ``final <metric>``)."""
     arms = sorted(intervals)
     figure, axes = plt.subplots(figsize=(6.4, 1.0 + 0.6 * len(arms)))
     jitter = np.random.default_rng(0)  # fixed so the figure is reproducible
@@ -90,10 +93,11 @@ def plot_final_metric(
                       fmt="o", color="C0", capsize=4, zorder=3)
     axes.set_yticks(range(len(arms)), arms)
     axes.set_ylim(-0.6, len(arms) - 0.4)
-    axes.set_xlabel(f"final {metric}")
+    what = title or f"final {metric}"
+    axes.set_xlabel(what)
     first = next(iter(intervals.values()), None)
     band = f"{first.confidence:.0%} {first.method} bootstrap CI" if first else "CI"
-    axes.set_title(f"final {metric}: seeds (grey), mean and {band}", fontsize="medium")
+    axes.set_title(f"{what}: seeds (grey), mean and {band}", fontsize="medium")
     axes.grid(axis="x", alpha=0.3)
     return _save(figure, path)
 

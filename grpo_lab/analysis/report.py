@@ -32,6 +32,10 @@ from grpo_lab.analysis.estimators import Interval
 from grpo_lab.analysis.frame import arm_values, final_values, load_runs, resolve_tracking_uri
 from grpo_lab.analysis.validity import check_comparison
 
+class ReportError(ValueError):
+    """A report that cannot be written as asked (no runs, an unknown arm or metric, a bad claim)."""
+
+
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
 INCONCLUSIVE = "inconclusive"
@@ -44,7 +48,9 @@ class Claim:
     ``metric=None`` uses the report's metric. ``at_least_as_good=True`` turns it into "better
     is at least as good as worse", which holds unless ``worse`` is significantly better.
     Arms are named by their ``grpo_lab.arm`` label (``method=grpo``) or, when unambiguous, by
-    a factor value alone (``grpo``).
+    a factor value alone (``grpo``) or by some of its ``key=value`` parts
+    (``method=grpo,estimator=process``; a key may drop its section prefix). ``step=s`` compares
+    each run's value at its last evaluation at or before step ``s`` instead of its final value.
     """
 
     text: str
@@ -52,10 +58,56 @@ class Claim:
     worse: str
     metric: str | None = None
     at_least_as_good: bool = False
+    step: int | None = None
 
     def __post_init__(self):
         if self.better == self.worse:
-            raise ValueError(f"claim {self.text!r} compares arm {self.better!r} with itself")
+            raise ReportError(f"claim {self.text!r} compares arm {self.better!r} with itself")
+
+
+def parse_claim(text: str, *, metric: str | None = None, step: int | None = None) -> Claim:
+    """``"better>worse"`` (better beats worse) or ``"better>=worse"`` (at least as good)."""
+    for operator, at_least in ((">=", True), (">", False)):
+        if operator in text:
+            better, worse = (part.strip() for part in text.split(operator, 1))
+            if better and worse and ">" not in worse:
+                kind = "is at least as good as" if at_least else "beats"
+                return Claim(f"{better} {kind} {worse}", better, worse, metric, at_least, step)
+    raise ReportError(f"claim {text!r} is not of the form 'better>worse' or 'better>=worse'")
+
+
+CLAIM_KEYS = ("text", "better", "worse", "metric", "at_least_as_good", "step")
+
+
+def claim_from_dict(entry: dict | str) -> Claim:
+    """A claim from a grid file's ``claims:`` list: a ``"better>worse"`` string or a mapping
+    with keys ``better``, ``worse`` and optionally ``text``, ``metric``, ``at_least_as_good``,
+    ``step``."""
+    if isinstance(entry, str):
+        return parse_claim(entry)
+    if not isinstance(entry, dict) or not {"better", "worse"} <= set(entry):
+        raise ReportError(f"claim {entry!r} needs the keys better and worse")
+    unknown = set(entry) - set(CLAIM_KEYS)
+    if unknown:
+        raise ReportError(f"claim {entry!r} has unknown keys {sorted(unknown)}; "
+                          f"use {', '.join(CLAIM_KEYS)}")
+    better, worse = str(entry["better"]), str(entry["worse"])
+    at_least = bool(entry.get("at_least_as_good", False))
+    text = entry.get("text") or f"{better} {'is at least as good as' if at_least else 'beats'} {worse}"
+    step = entry.get("step")
+    return Claim(str(text), better, worse, entry.get("metric"), at_least,
+                 None if step is None else int(step))
+
+
+def view_label(metric: str, step: int | None) -> str:
+    """How a (metric, step) view is named in tables: the metric, or ``metric@step<s>``."""
+    return metric if step is None else f"{metric}@step{step}"
+
+
+def up_to_step(frame: pd.DataFrame, step: int | None) -> pd.DataFrame:
+    """The rows logged at or before ``step`` (all rows for ``None``), so that ``final_values``
+    gives each run's value at its last evaluation at or before ``step``."""
+    return frame if step is None else frame[frame["step"] <= step]
 
 
 @dataclass(frozen=True)
@@ -75,6 +127,11 @@ class Comparison:
     win_probability: Interval  # P(better run beats worse run)
     primary_holm: float = np.nan
     rank_holm: float = np.nan
+    step: int | None = None  # values at the last evaluation at or before this step; None = final
+
+    @property
+    def label(self) -> str:
+        return view_label(self.metric, self.step)
 
 
 @dataclass(frozen=True)
@@ -106,20 +163,34 @@ def decide(
     return INCONCLUSIVE, f"adjusted p = {p_adjusted:.3g} is not below {alpha:g}"
 
 
+def _part_matches(wanted: str, part: str) -> bool:
+    """``wanted`` names the arm part ``key=value``: equal, the value alone, or ``key=value`` with
+    the key's dotted prefix left out (``estimator=process`` for ``advantage.estimator=process``)."""
+    if wanted == part or part.split("=", 1)[-1] == wanted:
+        return True
+    if "=" not in wanted or "=" not in part:
+        return False
+    key, value = wanted.split("=", 1)
+    part_key, part_value = part.split("=", 1)
+    return value == part_value and part_key.endswith("." + key)
+
+
 def resolve_arm(name: str, arms: Iterable[str]) -> str:
     """Exact arm label, else the one arm whose ``key=value`` parts include ``name`` or a value
-    equal to ``name`` (so ``grpo`` finds ``method=grpo``)."""
+    equal to ``name`` (so ``grpo`` finds ``method=grpo``); a comma-separated ``name`` must match
+    a part of the arm with each of its parts."""
     arms = list(arms)
     if name in arms:
         return name
+    wanted = [part.strip() for part in name.split(",")]
     matches = [
         arm for arm in arms
-        if any(part == name or part.split("=", 1)[-1] == name for part in arm.split(","))
+        if all(any(_part_matches(w, part) for part in arm.split(",")) for w in wanted)
     ]
     if len(matches) == 1:
         return matches[0]
     problem = "is ambiguous" if matches else "matches no arm"
-    raise ValueError(f"arm {name!r} {problem}; arms: {arms}")
+    raise ReportError(f"arm {name!r} {problem}; arms: {arms}")
 
 
 def _pairing(frame: pd.DataFrame, a: str, b: str) -> tuple[bool, str]:
@@ -149,12 +220,15 @@ def compare(
     confidence: float = 0.95,
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     seed: int = 0,
+    step: int | None = None,
 ) -> Comparison:
-    """Tests, difference CI and win probability of ``better`` vs ``worse`` on final ``metric``."""
+    """Tests, difference CI and win probability of ``better`` vs ``worse`` on final ``metric``
+    (or on its value at the last evaluation at or before ``step``)."""
+    frame = up_to_step(frame, step)
     values = arm_values(final_values(frame, metric))
     for arm in (better, worse):
         if arm not in values:
-            raise ValueError(f"arm {arm!r} has no final value of {metric}")
+            raise ReportError(f"arm {arm!r} has no final value of {metric}")
     if paired is None:
         paired, reason = _pairing(frame, better, worse)
     else:
@@ -175,7 +249,7 @@ def compare(
     primary = stats.paired_t(x, y) if paired else stats.welch_t(x, y)
     rank = stats.wilcoxon(x, y) if paired else stats.mann_whitney(x, y)
     return Comparison(metric, better, worse, paired, reason, (len(x), len(y)), difference,
-                      improvement, primary, rank, win)
+                      improvement, primary, rank, win, step=step)
 
 
 def _with_holm(comparisons: list[Comparison]) -> list[Comparison]:
@@ -189,7 +263,9 @@ def _with_holm(comparisons: list[Comparison]) -> list[Comparison]:
 
 @dataclass
 class Analysis:
-    """Everything the README shows, computed before any text is written."""
+    """Everything the README shows, computed before any text is written. Tables are keyed by
+    view label: the metric name for final values, ``metric@step<s>`` for values at step s
+    (``views`` maps each label to its (metric, step))."""
 
     metrics: list[str]
     arm_tables: dict[str, pd.DataFrame]
@@ -198,6 +274,7 @@ class Analysis:
     comparisons: list[Comparison]
     results: list[ClaimResult]
     warnings: list[str] = field(default_factory=list)
+    views: dict[str, tuple[str, int | None]] = field(default_factory=dict)
 
 
 def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
@@ -250,37 +327,50 @@ def analyse(
     claims nor a baseline, all pairs of arms. Holm runs over all of them, per test kind.
     """
     if frame.empty:
-        raise ValueError("no finished runs to analyse (check the grid name and tracking URI)")
+        raise ReportError("no finished runs to analyse; check the grid name (tag grpo_lab.grid) "
+                          "and the tracking URI")
     arms = sorted(frame["arm"].unique())
     claims = [
         Claim(c.text, resolve_arm(c.better, arms), resolve_arm(c.worse, arms),
-              c.metric or metric, c.at_least_as_good)
+              c.metric or metric, c.at_least_as_good, c.step)
         for c in claims
     ]
-    keys: list[tuple[str, str, str]] = [(c.metric, c.better, c.worse) for c in claims]
+    keys: list[tuple[str, int | None, str, str]] = [
+        (c.metric, c.step, c.better, c.worse) for c in claims
+    ]
     if baseline is not None:
         base = resolve_arm(baseline, arms)
         for arm in arms:
-            if arm != base and (metric, arm, base) not in keys and (metric, base, arm) not in keys:
-                keys.append((metric, arm, base))
+            if (arm != base and (metric, None, arm, base) not in keys
+                    and (metric, None, base, arm) not in keys):
+                keys.append((metric, None, arm, base))
     if not keys:
-        keys = [(metric, a, b) for a, b in itertools.combinations(arms, 2)]
+        keys = [(metric, None, a, b) for a, b in itertools.combinations(arms, 2)]
     keys = list(dict.fromkeys(keys))
-    metrics = list(dict.fromkeys([metric] + [k[0] for k in keys]))
+    view_keys = list(dict.fromkeys([(metric, None)] + [(k[0], k[1]) for k in keys]))
+    views = {view_label(m, s): (m, s) for m, s in view_keys}
+    missing = [m for m, _ in view_keys if m not in frame or frame[m].isna().all()]
+    if missing:
+        logged = sorted(c for c in frame.columns
+                        if "/" in c and ":" not in c and frame[c].notna().any())
+        raise ReportError(f"metric {missing[0]!r} was not logged by these runs; logged: "
+                          f"{', '.join(logged)}")
 
     options = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
     finals, tables, intervals = {}, {}, {}
-    for name in metrics:
-        finals[name] = final_values(frame, name)
-        tables[name], intervals[name] = _arm_table(frame, finals[name], name, **options)
+    for label, (name, step) in views.items():
+        upto = up_to_step(frame, step)
+        finals[label] = final_values(upto, name)
+        tables[label], intervals[label] = _arm_table(upto, finals[label], name, **options)
     comparisons = _with_holm([
-        compare(frame, m, b, w, paired=paired, higher_is_better=higher_is_better, **options)
-        for m, b, w in keys
+        compare(frame, m, b, w, paired=paired, higher_is_better=higher_is_better, step=s,
+                **options)
+        for m, s, b, w in keys
     ])
-    by_key = {(c.metric, c.better, c.worse): c for c in comparisons}
+    by_key = {(c.metric, c.step, c.better, c.worse): c for c in comparisons}
     results = []
     for claim in claims:
-        comparison = by_key[(claim.metric, claim.better, claim.worse)]
+        comparison = by_key[(claim.metric, claim.step, claim.better, claim.worse)]
         verdict, reason = decide(
             comparison.improvement.estimate,
             (comparison.improvement.low, comparison.improvement.high),
@@ -290,11 +380,14 @@ def analyse(
         )
         results.append(ClaimResult(claim, comparison, verdict, reason))
     warnings = []
-    for name in metrics:
-        pairs = [(b, w) for m, b, w in keys if m == name]
-        warnings += [w for w in check_comparison(frame, factors, metric=name, pairs=pairs)
-                     if w not in warnings]
-    return Analysis(metrics, tables, intervals, finals, comparisons, results, warnings)
+    for label, (name, step) in views.items():
+        pairs = [(b, w) for m, s, b, w in keys if (m, s) == (name, step)]
+        found = check_comparison(up_to_step(frame, step), factors, metric=name, pairs=pairs)
+        if step is not None:
+            found = [f"at step {step}: {w}" for w in found]
+        warnings += [w for w in found if w not in warnings]
+    return Analysis(list(views), tables, intervals, finals, comparisons, results, warnings,
+                    views)
 
 
 # --------------------------------------------------------------------------- markdown
@@ -378,13 +471,15 @@ def render_markdown(
         for i, result in enumerate(analysis.results, 1):
             c = result.claim
             kind = "at least as good as" if c.at_least_as_good else "better than"
-            lines.append(f"{i}. {c.text} — `{c.better}` {kind} `{c.worse}` on `{c.metric}`.")
+            when = "final" if c.step is None else f"at step {c.step}"
+            lines.append(f"{i}. {c.text} — `{c.better}` {kind} `{c.worse}` on `{c.metric}` "
+                         f"({when}).")
         lines.append("")
         rows = []
         for i, result in enumerate(analysis.results, 1):
             cmp = result.comparison
             rows.append([
-                i, f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.metric}`",
+                i, f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
                 _estimate_with_ci(cmp.difference), cmp.primary.test, _p(cmp.primary_holm),
                 f"{_number(cmp.win_probability.estimate)}",
                 f"**{result.verdict}**", result.reason,
@@ -398,8 +493,14 @@ def render_markdown(
 
     for name_ in analysis.metrics:
         table = analysis.arm_tables[name_]
-        lines += [f"## Final `{name_}` per arm", "",
-                  "Final value = each run's last logged value; one value per seed.", ""]
+        metric_, step_ = analysis.views.get(name_, (name_, None))
+        if step_ is None:
+            lines += [f"## Final `{name_}` per arm", "",
+                      "Final value = each run's last logged value; one value per seed.", ""]
+        else:
+            lines += [f"## `{metric_}` at step {step_} per arm", "",
+                      f"Each run's value at its last evaluation at or before step {step_}; "
+                      "one value per seed.", ""]
         rows = [[f"`{r.arm}`", r.seeds, _number(r.mean), _number(r.sd), _number(r.iqm),
                  _ci(r.mean_low, r.mean_high), _ci(r.iqm_low, r.iqm_high)]
                 for r in table.itertuples()]
@@ -417,7 +518,7 @@ def render_markdown(
     rows = []
     for cmp in analysis.comparisons:
         rows.append([
-            f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.metric}`",
+            f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
             f"{'yes' if cmp.paired else 'no'} ({cmp.pairing_reason})", f"{cmp.n[0]}, {cmp.n[1]}",
             _estimate_with_ci(cmp.difference),
             f"{cmp.primary.test} t={_number(cmp.primary.statistic)}", _p(cmp.primary.pvalue),
@@ -432,7 +533,7 @@ def render_markdown(
     lines += ["## Probability of improvement", "",
               "P(a run of the first arm beats a run of the second) = P(X > Y) + 0.5 P(X = Y) "
               f"over all pairs of seeds ({direction}); 0.5 = no tendency either way.", ""]
-    rows = [[f"`{c.better}` vs `{c.worse}`", f"`{c.metric}`",
+    rows = [[f"`{c.better}` vs `{c.worse}`", f"`{c.label}`",
              _estimate_with_ci(c.win_probability)]
             for c in analysis.comparisons]
     lines += _table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
@@ -495,15 +596,21 @@ def write_report(
     folder = Path(out_dir) / name
     folder.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, dict[str, str]] = {}
-    for metric_name in analysis.metrics:
-        key = plots.slug(metric_name)
-        final_path = plots.plot_final_metric(analysis.finals[metric_name],
-                                             analysis.arm_intervals[metric_name], metric_name,
-                                             folder / f"final_{key}.png")
-        curve_path = plots.plot_learning_curves(frame, metric_name, folder / f"curves_{key}.png",
-                                                confidence=confidence)
-        drawn[metric_name] = {f"final {metric_name} per arm": final_path.name,
-                              f"{metric_name} learning curves": curve_path.name}
+    curves_drawn: set[str] = set()
+    for label in analysis.metrics:
+        metric_name, step = analysis.views.get(label, (label, None))
+        key = plots.slug(label)
+        what = f"final {metric_name}" if step is None else f"{metric_name} at step {step}"
+        final_path = plots.plot_final_metric(analysis.finals[label], analysis.arm_intervals[label],
+                                             metric_name, folder / f"final_{key}.png",
+                                             title=what)
+        drawn[label] = {f"{what} per arm": final_path.name}
+        if metric_name not in curves_drawn:
+            curve_path = plots.plot_learning_curves(frame, metric_name,
+                                                    folder / f"curves_{plots.slug(metric_name)}.png",
+                                                    confidence=confidence)
+            drawn[label][f"{metric_name} learning curves"] = curve_path.name
+            curves_drawn.add(metric_name)
     if command is None:
         command = _reproduce_command(name, claims, metric=metric, out_dir=out_dir,
                                      tracking_uri=uri, baseline=baseline,
@@ -517,3 +624,89 @@ def write_report(
     readme = folder / "README.md"
     readme.write_text(text)
     return readme
+
+
+# --------------------------------------------------------------------------- grid files
+
+
+def load_grid_spec(path: str | Path) -> dict:
+    """The mapping in a grid YAML file (``name``, ``factors``, ``seeds``, ``metric``,
+    ``claims``, ...); ReportError when it is missing or not a mapping."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ReportError(f"grid file {path} does not exist; pass an existing YAML file")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ReportError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(spec, dict):
+        raise ReportError(f"grid file {path} must hold a mapping with keys such as name, factors, "
+                          "seeds, metric, claims")
+    return spec
+
+
+def report_grid(
+    name: str,
+    *,
+    grid_file: str | Path | None = None,
+    metric: str | None = None,
+    claims: Sequence[str] | None = None,
+    baseline: str | None = None,
+    lower_is_better: bool = False,
+    tracking_uri: str | None = None,
+    out_dir: str | Path = "results",
+    n_resamples: int = estimators.DEFAULT_RESAMPLES,
+    experiments_dir: str | Path = "experiments",
+    command: str | None = None,
+) -> Path:
+    """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/``.
+
+    Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists) for the grid's
+    ``name`` (the ``grpo_lab.grid`` tag), its ``metric``, ``higher_is_better``, ``baseline``,
+    the keys of its ``factors`` and its ``claims`` (a list of ``"better>worse"`` strings or
+    mappings, see ``claim_from_dict``). ``metric``, ``claims`` (``"better>worse"`` or
+    ``"better>=worse"``) and ``baseline`` given here replace the file's.
+    """
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        raise ReportError(f"no MLflow store at {uri}; run the grid first or pass --tracking-uri")
+    path = Path(grid_file) if grid_file is not None else Path(experiments_dir) / f"{name}.yaml"
+    spec = load_grid_spec(path) if grid_file is not None or path.exists() else {}
+    grid = str(spec.get("name", name))
+    asked_metric = metric
+    metric = metric or spec.get("metric") or "eval/accuracy"
+    if claims:
+        parsed = [parse_claim(text) for text in claims]
+    else:
+        entries = spec.get("claims") or []
+        if not isinstance(entries, list):
+            raise ReportError(f"claims in {path} must be a list of 'better>worse' strings or mappings")
+        parsed = [claim_from_dict(entry) for entry in entries]
+    factors = spec.get("factors")
+    factors = list(factors) if isinstance(factors, dict) else None
+    higher = not lower_is_better and bool(spec.get("higher_is_better", True))
+    if command is None:
+        parts = ["grpo-lab", "report", name]
+        if grid_file is not None:
+            parts += ["--grid-file", str(grid_file)]
+        if asked_metric:
+            parts += ["--metric", asked_metric]
+        for text in claims or []:
+            parts += ["--claim", text]
+        if baseline:
+            parts += ["--baseline", baseline]
+        if lower_is_better:
+            parts.append("--lower-is-better")
+        if tracking_uri:
+            parts += ["--tracking-uri", tracking_uri]
+        if str(out_dir) != "results":
+            parts += ["--out", str(out_dir)]
+        if n_resamples != estimators.DEFAULT_RESAMPLES:
+            parts += ["--resamples", str(n_resamples)]
+        command = shlex.join(parts)
+    return write_report(name, claims=parsed, metric=metric, out_dir=out_dir,
+                        tracking_uri=tracking_uri, command=command,
+                        baseline=baseline or spec.get("baseline"), higher_is_better=higher,
+                        grid=grid, factors=factors, n_resamples=n_resamples)

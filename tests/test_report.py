@@ -1,0 +1,92 @@
+"""`grpo-lab report` end to end: a real 2-arm x 2-seed grid of tiny runs in MLflow -> README + PNGs."""
+
+import json
+
+import pytest
+import yaml
+
+from grpo_lab.cli import main
+from grpo_lab.train import run
+
+GRID = "tiny_report"
+ARMS = {"method=grpo": {"method": "grpo"}, "method=online_rft": {"method": "online_rft"}}
+
+
+def run_grid(tiny_config):
+    """What a grid runner does: every arm x seed one MLflow run tagged with grid, arm and factors."""
+    for seed in (0, 1):
+        for arm, factors in ARMS.items():
+            config = tiny_config(**{"train.steps": 2, "train.eval_every": 1, "seed": seed, **factors})
+            run(config, progress=False, tags={"grpo_lab.grid": GRID, "grpo_lab.arm": arm,
+                                              "grpo_lab.factors": json.dumps(factors)})
+    return config.tracking.resolved_uri
+
+
+def test_report_of_a_real_grid(tiny_config, tmp_path, capsys):
+    uri = run_grid(tiny_config)
+    grid_file = tmp_path / f"{GRID}.yaml"
+    grid_file.write_text(yaml.safe_dump({
+        "name": GRID, "factors": {"method": ["grpo", "online_rft"]}, "seeds": [0, 1],
+        "metric": "eval/accuracy",
+        "claims": [
+            {"text": "GRPO beats online RFT", "better": "grpo", "worse": "online_rft"},
+            # step 0 is the shared SFT start, evaluated with the seed's own generator in both arms
+            {"text": "same start", "better": "grpo", "worse": "method=online_rft", "step": 0,
+             "at_least_as_good": True},
+            "online_rft>=grpo",
+        ],
+    }))
+    out = tmp_path / "results"
+    code = main(["report", GRID, "--grid-file", str(grid_file), "--tracking-uri", uri, "--out", str(out),
+                 "--resamples", "200"])
+    assert code == 0
+    folder = out / GRID
+    text = (folder / "README.md").read_text()
+    assert f"report: {folder / 'README.md'}" in capsys.readouterr().out
+    assert "GRPO beats online RFT" in text and "(at step 0)" in text
+    for arm in ARMS:
+        assert f"| `{arm}` | 2 |" in text  # one row per arm, two seeds each
+    verdicts = [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
+    assert len(verdicts) == 3
+    assert all(any(f"**{v}**" in line for v in ("holds", "does not hold", "inconclusive")) for line in verdicts)
+    # at step 0 both arms are the same model evaluated with the same generator: difference exactly 0
+    same_start = verdicts[1]
+    assert "`eval/accuracy@step0`" in same_start and "| 0 [0, 0] |" in same_start and "**holds**" in same_start
+    assert "## Pairwise tests" in text and "p (Holm)" in text
+    assert "paired" in text and "same seeds and same start" in text
+    assert f"grpo-lab report {GRID} --grid-file {grid_file}" in text  # the command that reproduces it
+    for png in ("final_eval_accuracy.png", "curves_eval_accuracy.png", "final_eval_accuracy_step0.png"):
+        assert (folder / png).stat().st_size > 1000
+        assert f"({png})" in text
+
+    # flags instead of the file; a claim naming no arm is a one-line error
+    code = main(["report", GRID, "--tracking-uri", uri, "--out", str(out), "--resamples", "200",
+                 "--metric", "eval/greedy_accuracy", "--claim", "online_rft>grpo"])
+    assert code == 0 and "`eval/greedy_accuracy`" in (folder / "README.md").read_text()
+    assert main(["report", GRID, "--tracking-uri", uri, "--claim", "ppo>grpo"]) == 2
+    assert "grpo-lab: error: arm 'ppo' matches no arm" in capsys.readouterr().err
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    missing = f"sqlite:///{tmp_path}/none.db"
+    assert main(["report", "g", "--tracking-uri", missing]) == 2
+    assert capsys.readouterr().err.strip() == f"grpo-lab: error: no MLflow store at {missing}; run the grid first or pass --tracking-uri"
+    (tmp_path / "empty.db").touch()
+    assert main(["report", "g", "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]) == 2
+    assert "no finished runs to analyse" in capsys.readouterr().err
+    assert main(["report", "g", "--claim", "a=b", "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not of the form 'better>worse'" in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("claims: [{better: a}]\n")
+    assert main(["report", "g", "--grid-file", str(bad), "--tracking-uri", f"sqlite:///{tmp_path}/empty.db"]) == 2
+    assert "needs the keys better and worse" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, better, worse, at_least", [
+    ("grpo>rft", "grpo", "rft", False), ("a,b=c >= d", "a,b=c", "d", True)])
+def test_parse_claim(text, better, worse, at_least):
+    from grpo_lab.analysis import parse_claim
+
+    claim = parse_claim(text)
+    assert (claim.better, claim.worse, claim.at_least_as_good) == (better, worse, at_least)
