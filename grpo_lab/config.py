@@ -248,6 +248,10 @@ class TrainConfig:
     out_dir: str = "runs"  # checkpoints and config copies go under out_dir/<run name>
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads; 0 keeps torch's default
+    strategy: str = "auto"  # Lightning strategy: auto | ddp | ddp_spawn | fsdp | ... (each process takes a slice of a step's prompts)
+    devices: int = 1  # devices (processes) per node
+    num_nodes: int = 1  # machines; world size = devices x num_nodes
+    precision: str = "32-true"  # Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed
 
     def __post_init__(self):
         _positive("train.steps", self.steps)
@@ -257,6 +261,13 @@ class TrainConfig:
         _positive("train.eval_temperature", self.eval_temperature)
         _positive("train.checkpoint_every", self.checkpoint_every, zero_ok=True)
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        _positive("train.devices", self.devices)
+        _positive("train.num_nodes", self.num_nodes)
+        _choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
 
 
 @dataclass(frozen=True)
@@ -334,6 +345,9 @@ class Config:
         _check(self.rollout.batch_size % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
                f"{self.rollout.batch_size} completions; choose a divisor")
+        _check(self.rollout.prompts_per_step % self.train.world_size == 0,
+               f"rollout.prompts_per_step={self.rollout.prompts_per_step} does not split over the "
+               f"{self.train.world_size} processes of train.devices x train.num_nodes; choose a multiple")
         self._check_variants()
         self._check_methods()
 
@@ -396,7 +410,8 @@ class Config:
         """Identifies the run: every field except where results are written."""
         d = self.to_dict()
         d["tracking"] = {}
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ("out_dir", "device", "threads")}
+        where = ("out_dir", "device", "threads", "strategy", "devices", "num_nodes")  # a run's result does not depend on these
+        d["train"] = {k: v for k, v in d["train"].items() if k not in where}
         return _hash(d)
 
     def sft_hash(self) -> str:

@@ -102,9 +102,10 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
         callbacks.append(PeriodicCheckpoint(checkpoint_dir(config), config.train.checkpoint_every,
                                             run_id=logger.run_id if log else None))
     trainer = L.Trainer(
-        max_epochs=1, accelerator=device, devices=1, logger=logger, enable_checkpointing=False,
+        max_epochs=1, accelerator=device, devices=config.train.devices, num_nodes=config.train.num_nodes,
+        strategy=config.train.strategy, logger=logger, enable_checkpointing=False,
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
-        log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision="32-true",
+        log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision=config.train.precision,
     )
     try:
         trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)
@@ -119,7 +120,7 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     initial = next((row for row in module.history if row["step"] == 0 and "eval/accuracy" in row), {})
     result = RunResult(run_id=logger.run_id if log else None, config=config, metrics=dict(module.last_eval),
                        initial=initial, history=module.history, checkpoint=checkpoint, sft_path=sft_path)
-    if log:
+    if log and trainer.is_global_zero:  # under a multi-process strategy, process 0 writes the run
         tracking.finish(logger, config, checkpoint=checkpoint, sft_path=sft_path, final_metrics=result.metrics)
         logger.finalize("success")
     return result

@@ -49,6 +49,14 @@ def _seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
+class StepPrompts(list):
+    """One process's slice of a step's prompts: rows offset .. offset+len(self) of `total`."""
+
+    def __init__(self, items, *, offset: int, total: int):
+        super().__init__(items)
+        self.offset, self.total = offset, total
+
+
 class StepIndices(torch.utils.data.IterableDataset):
     """Yields the indices of the RL steps still to run; the module reads its prompts from the index."""
 
@@ -85,8 +93,17 @@ class PolicyModule(L.LightningModule):
         self.suppress_eos = False  # benchmarks: every completion runs to max_new_tokens
 
     # ----- data -----------------------------------------------------------------------------
+    def shard(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) under a multi-process strategy; (0, 1) otherwise."""
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
     def prompts_for_step(self, step: int, count: Optional[int] = None) -> list:
-        """The prompts of RL step `step`: epochs over the training set, each shuffled by (seed, epoch)."""
+        """The prompts of RL step `step`: epochs over the training set, each shuffled by (seed, epoch).
+
+        Under a multi-process strategy each process gets its contiguous slice of the step's prompts
+        (a `StepPrompts` that knows where the slice sits), so the processes together run the batch
+        one process would run, and `generate` draws each row's tokens as one process would."""
         count = count or self.config.rollout.prompts_per_step
         n = len(self.train_examples)
         start = step * count
@@ -96,7 +113,14 @@ class PolicyModule(L.LightningModule):
             order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed_of(self.config.seed, 3, epoch)))
             take = min(count - len(out), n - offset)
             out.extend(self.train_examples[i] for i in order[offset: offset + take].tolist())
-        return out
+        rank, world = self.shard()
+        if world == 1:
+            return out
+        if count % world:
+            raise TrainingError(f"{count} prompts per step do not split over {world} processes; "
+                                "make rollout.prompts_per_step a multiple of train.devices x train.num_nodes")
+        per = count // world
+        return StepPrompts(out[rank * per:(rank + 1) * per], offset=rank * per, total=count)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(StepIndices(self, self.config.train.steps), batch_size=None)
@@ -107,6 +131,9 @@ class PolicyModule(L.LightningModule):
         """G completions of each example, one example's completions in contiguous rows."""
         prompts = [ex.prompt for ex in examples for _ in range(group_size)]
         ids, mask = encode_prompts(self.tokenizer, prompts, device=self.device)
+        rows = None  # a process's slice of a step's batch: its rows of the whole batch's draws
+        if isinstance(examples, StepPrompts):
+            rows = (examples.offset * group_size, examples.total * group_size)
         policy = policy or self.policy
         was_training = policy.training
         policy.eval()
@@ -115,7 +142,7 @@ class PolicyModule(L.LightningModule):
             eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
             temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
             greedy=greedy, generator=generator if generator is not None else self.sample_generator,
-            with_entropy=with_entropy, suppress_eos=self.suppress_eos,
+            with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows,
         )
         policy.train(was_training)
         return rollout
@@ -163,9 +190,13 @@ class PolicyModule(L.LightningModule):
         return rewards, step_mask
 
     def account(self, rollout: Rollout, prompts: int) -> None:
-        self.budget["prompts"] += prompts
-        self.budget["samples"] += rollout.completion_ids.shape[0]
-        self.budget["tokens"] += int(rollout.completion_mask.sum())
+        counts = [prompts, rollout.completion_ids.shape[0], int(rollout.completion_mask.sum())]
+        if self.shard()[1] > 1:  # the budget of the whole step, summed over the processes
+            total = self.trainer.strategy.reduce(torch.tensor(counts, dtype=torch.float64, device=self.device),
+                                                 reduce_op="sum")
+            counts = [int(v) for v in total.tolist()]
+        for key, value in zip(("prompts", "samples", "tokens"), counts):
+            self.budget[key] += value
 
     # ----- updates --------------------------------------------------------------------------
     def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
