@@ -29,7 +29,16 @@ def cmd_train(args) -> int:
     from grpo_lab.train import run
 
     config = load_config(args.config, args.set)
-    result = run(config, progress=not args.no_progress)
+    resume = None
+    if args.resume:
+        from grpo_lab.checkpoint import checkpoint_dir, last_checkpoint, read_resume_info
+
+        resume = last_checkpoint(config)
+        if resume is None:
+            print(f"grpo-lab: no checkpoint under {checkpoint_dir(config)}; starting from step 0", file=sys.stderr)
+        else:
+            print(f"grpo-lab: resuming from step {read_resume_info(resume)['step']} ({resume})", file=sys.stderr)
+    result = run(config, progress=not args.no_progress, resume_from=resume)
     print(format_result(result))
     return 0
 
@@ -104,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run's last checkpoint (train.checkpoint_every) in the same MLflow run")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("paradigm", help="the methods as data source, reward and gradient coefficient, and the config of each")

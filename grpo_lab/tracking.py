@@ -15,6 +15,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 MIN_FREE_BYTES = 200 * 2**20
+STATUS_TAG = "grpo_lab.status"  # running -> finished | failed | interrupted | pruned | killed
+ERROR_TAG = "grpo_lab.error"  # why a run stopped: "<exception type>: <first line of its message>"
 
 
 class TrackingError(RuntimeError):
@@ -66,7 +68,28 @@ def make_logger(config, *, tags: dict | None = None, run_id: str | None = None):
                           tags=all_tags, run_id=run_id)
     if run_id is None:
         logger.log_hyperparams(config.flatten())
+    else:  # a resumed run: running again, whatever stopped it before
+        logger.experiment.update_run(run_id, status="RUNNING")
+        logger.experiment.set_tag(run_id, STATUS_TAG, "running")
     return logger
+
+
+def mark_stopped(logger, exc: BaseException) -> None:
+    """Tags a run that raised: `grpo_lab.status` failed (or interrupted) and `grpo_lab.error` the reason.
+
+    Lightning has already set the MLflow status to FAILED; callers that stopped a run on purpose
+    (a pruned trial) re-tag it afterwards.
+    """
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+    message = str(exc).splitlines()[0] if str(exc) else ""
+    reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    try:
+        client, run_id = logger.experiment, logger.run_id
+        client.set_tag(run_id, STATUS_TAG, "interrupted" if interrupted else "failed")
+        client.set_tag(run_id, ERROR_TAG, reason[:5000])
+        client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
+    except Exception:  # the tracking store itself may be what failed; the original error matters more
+        pass
 
 
 def finish(logger, config, *, checkpoint: Path | None, sft_path: Path | None, final_metrics: dict) -> None:

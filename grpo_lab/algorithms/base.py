@@ -67,7 +67,8 @@ class StepIndices(torch.utils.data.IterableDataset):
         return iter(range(self.module.step_count, self.steps))
 
     def __len__(self):
-        return self.steps - self.module.step_count
+        # the whole run: Lightning's restored batch counter already counts the steps done before a resume
+        return self.steps
 
 
 class PolicyModule(L.LightningModule):
@@ -319,6 +320,8 @@ class PolicyModule(L.LightningModule):
             "sample_generator": self.sample_generator.get_state(),
             "update_generator": self.update_generator.get_state(),
             "config_yaml": self.config.to_yaml(),
+            "history": list(self.history),  # a resumed run returns (and compares) the whole run's rows
+            "last_eval": dict(self.last_eval),
             **self.extra_state(),
         }
 
@@ -328,6 +331,8 @@ class PolicyModule(L.LightningModule):
         self.budget = dict(state["budget"])
         self.sample_generator.set_state(state["sample_generator"])
         self.update_generator.set_state(state["update_generator"])
+        self.history = list(state.get("history", []))
+        self.last_eval = dict(state.get("last_eval", {}))
         self.load_extra_state(state)
 
     def extra_state(self) -> dict:
