@@ -11,8 +11,8 @@ module's per-step split into generation (`perf/gen_s`), reference/old log-probs
 
 One JSON line goes to stdout: seconds per step, completions/s, generated tokens/s, peak memory
 (the process's peak resident set on CPU, `torch.cuda.max_memory_allocated` on a GPU) and the
-split. On a GPU it also reports the update's matrix throughput as a fraction of a measured bf16
-matrix-product rate of the same device.
+split. On a GPU it also reports the update's model FLOPs (6 per parameter per completion token) per
+second as a fraction of a measured bf16 matrix-product rate of the same device.
 """
 
 from __future__ import annotations
@@ -132,8 +132,10 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
     module = module_class(config.method)(config, policy, tokenizer, task, ref_policy=ref)
     module.suppress_eos = fixed_length
     clock = StepClock(torch.cuda.synchronize if device == "cuda" else None)
+    # limit_train_batches, not max_steps: max_steps counts optimizer steps, and PPO makes two per RL step
     trainer = L.Trainer(
-        max_steps=warmup + steps, accelerator=device, devices=1, logger=False, enable_checkpointing=False,
+        max_epochs=1, limit_train_batches=warmup + steps, accelerator=device, devices=1, logger=False,
+        enable_checkpointing=False,
         callbacks=[_timer_callback(clock)], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, precision="32-true",
     )
@@ -160,12 +162,11 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
         "machine": platform.processor() or platform.machine(),
     }
     if device == "cuda":
-        prompt_len = 11  # the chain task's longest prompts are 10 characters
-        update_tokens = completions * (prompt_len + config.rollout.max_new_tokens)
         rate = matmul_rate(device, torch.bfloat16)
         record["gpu"] = torch.cuda.get_device_name()
         record["matmul_tflops"] = rate / 1e12
-        record["update_mfu"] = update_flops(params, update_tokens) / split["update_s"] / rate
+        # model FLOPs of the tokens trained on (6 per parameter per completion token) over the update's time
+        record["update_mfu"] = update_flops(params, tokens) / split["update_s"] / rate
     return record
 
 
