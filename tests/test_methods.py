@@ -175,3 +175,12 @@ def test_cli_paradigm_prints_every_method(capsys):
     for method in ("sft", "rft", "online_rft", "dpo", "ppo", "grpo"):
         assert f"`method: {method}`" in out
     assert "advantage.estimator: process" in out and "kl_placement" in out
+
+
+@pytest.mark.parametrize("method", ["grpo", "ppo"])
+def test_bench_runs_every_step_of_each_method(method):
+    from grpo_lab.bench import bench
+
+    record = bench(hidden=32, layers=1, prompts=2, gens=2, max_new=4, steps=2, warmup=1, method=method, device="cpu")
+    assert record["method"] == method and record["steps"] == 2  # PPO's two optimizers do not shorten the run
+    assert record["peak_mem_mib"] > 0
