@@ -72,7 +72,9 @@ class PeriodicCheckpoint(L.Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step-{step:06d}.ckpt"
         tmp = path.with_name(path.name + ".tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp)  # collective under a multi-process strategy; process 0 writes
+        if not trainer.is_global_zero:
+            return path
         os.replace(tmp, path)
         last_tmp = self.folder / "last.ckpt.tmp"
         last_tmp.unlink(missing_ok=True)
