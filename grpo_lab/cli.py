@@ -86,6 +86,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_grid(args) -> int:
+    from grpo_lab.experiments import format_plan, load_grid, plan, run_grid
+
+    grid = load_grid(args.file)
+    if args.dry_run:
+        print(format_plan(grid, plan(grid)))
+        return 0
+    summary = run_grid(grid, jobs=args.jobs, progress=not args.no_progress)
+    print(f"grid {grid.name}: {summary.skipped} already finished, {len(summary.finished)} ran, "
+          f"{len(summary.failed)} failed")
+    return 1 if summary.failed else 0
+
+
+def cmd_sweep(args) -> int:
+    from grpo_lab.sweep import format_study, load_sweep, run_sweep
+
+    sweep = load_sweep(args.file, storage=args.storage, n_trials=args.n_trials)
+    study = run_sweep(sweep, progress=not args.no_progress)
+    print(format_study(study))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from grpo_lab.demo import demo
 
@@ -132,6 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/NAME/")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("grid", help="run a grid of arms x seeds (only the runs MLflow does not hold as finished)")
+    p.add_argument("file", type=Path, help="grid YAML (see experiments/grid_example.yaml)")
+    p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and which are already finished; run nothing")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("sweep", help="an Optuna study over a search space; running it again continues the study")
+    p.add_argument("file", type=Path, help="sweep YAML (see experiments/sweep_example.yaml)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (overrides the file's), e.g. postgresql://...")
+    p.add_argument("--n-trials", type=int, default=None, help="the study's total number of trials (overrides the file's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
     p.add_argument("--no-progress", action="store_true")
