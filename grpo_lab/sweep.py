@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -148,10 +149,14 @@ def grid_values(spec: dict) -> list:
     return values
 
 
-def make_sampler(sweep: Sweep):
+def make_sampler(sweep: Sweep, *, trials_so_far: int = 0):
+    """The sampler; a seeded one continuing a study is reseeded (seed + trials so far) so it does not
+    draw the first trials' parameters again."""
     import optuna
 
     kwargs = {k: v for k, v in sweep.sampler.items() if k != "name"}
+    if kwargs.get("seed") is not None and trials_so_far:
+        kwargs["seed"] = int(kwargs["seed"]) + trials_so_far
     try:
         if sweep.sampler["name"] == "grid":
             return optuna.samplers.GridSampler({k: grid_values(p) for k, p in sweep.space.items()}, **kwargs)
@@ -192,9 +197,14 @@ def redact(url: str) -> str:
 def open_study(sweep: Sweep):
     import optuna
 
-    storage = optuna.storages.RDBStorage(sweep.storage, heartbeat_interval=60, grace_period=120)
-    return optuna.create_study(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep),
-                               pruner=make_pruner(sweep), direction=sweep.direction, load_if_exists=True)
+    with warnings.catch_warnings():  # the heartbeat (which fails trials of killed processes) is "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(sweep.storage, heartbeat_interval=60, grace_period=120)
+    study = optuna.create_study(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep),
+                                pruner=make_pruner(sweep), direction=sweep.direction, load_if_exists=True)
+    if study.trials:
+        study.sampler = make_sampler(sweep, trials_so_far=len(study.trials))
+    return study
 
 
 # ----- MLflow pieces -----------------------------------------------------------------------------
@@ -315,7 +325,8 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
     parent_id = parent_run(sweep, study)
 
     def report(study, trial) -> None:
-        shown = f"value {trial.value:.4f}" if trial.value is not None else trial.user_attrs.get("error", "")
+        shown = {"COMPLETE": f"value {trial.value:.4f}" if trial.value is not None else "",
+                 "PRUNED": f"at step {trial.last_step}", "FAIL": trial.user_attrs.get("error", "")}.get(trial.state.name, "")
         echo(f"trial {trial.number}: {trial.state.name.lower()} {shown} {json.dumps(trial.params)}")
 
     client = _client(sweep.base)
