@@ -1,12 +1,17 @@
-"""`grpo-lab demo`: SFT warm start, then GRPO on the chain task, then a before/after table.
+"""`grpo-lab demo`: SFT warm start, GRPO on the chain task with a before/after table, then a small
+DeepSeekMath Fig. 5 (RFT, online RFT, GRPO outcome, GRPO process; 2 seeds) and its report.
 
 Everything lands in the working directory: the MLflow store (`mlflow.db`), the cached warm start
-(`.grpo_lab/sft/`) and the run's checkpoint (`runs/`). A second demo reuses the warm start.
+(`.grpo_lab/sft/`), the runs' checkpoints and the Fig. 5 report (`runs/`). A second demo reuses
+the warm start and the finished Fig. 5 runs (the grid runner skips what MLflow holds).
 """
 
 from __future__ import annotations
 
-from grpo_lab.config import from_dict
+import time
+from pathlib import Path
+
+from grpo_lab.config import Config, from_dict
 
 DEMO = {
     "name": "demo",
@@ -21,11 +26,31 @@ DEMO = {
     "tracking": {"experiment": "grpo_lab_demo"},
 }
 
+# experiments/deepseekmath_fig5.yaml at demo scale: 2 seeds x 4 arms x 30 steps, 64 held-out prompts
+FIG5_DEMO = {
+    "name": "deepseekmath_fig5_demo",
+    "set": {"name": "fig5_demo", "train.steps": 30, "train.eval_every": 10, "train.eval_prompts": 64,
+            "train.eval_samples": 8},
+    "factors": {"method": ["rft", "online_rft", "grpo", "grpo"],
+                "advantage.estimator": ["group", "group", "group", "process"]},
+    "zip": True,
+    "seeds": [0, 1],
+    "metric": "eval/accuracy",
+    "claims": [
+        {"text": "Online RFT beats RFT", "better": "online_rft", "worse": "rft"},
+        {"text": "GRPO (outcome) beats online RFT", "better": "method=grpo,estimator=group",
+         "worse": "online_rft"},
+        {"text": "Process supervision is at least as good as outcome supervision",
+         "better": "estimator=process", "worse": "method=grpo,estimator=group", "at_least_as_good": True},
+    ],
+}
 
-def demo(*, progress: bool = True) -> None:
+
+def demo(*, progress: bool = True, fig5: bool = True) -> None:
     from grpo_lab.cli import format_result
     from grpo_lab.train import run
 
+    start = time.time()
     config = from_dict(DEMO)
     print(f"grpo_lab demo: SFT warm start ({config.sft.steps} steps, cached), then GRPO for {config.train.steps} "
           f"steps of {config.rollout.prompts_per_step} prompts x {config.rollout.group_size} samples on the chain task")
@@ -33,5 +58,35 @@ def demo(*, progress: bool = True) -> None:
     print("\nHeld-out prompts, before (SFT checkpoint) and after GRPO:")
     print(format_result(result))
     uri = config.tracking.resolved_uri
+    if fig5:
+        demo_fig5(config, progress=progress)
     print(f"\nMLflow: experiment '{config.tracking.experiment}' in {uri}\n"
-          f"  mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000")
+          f"  mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000\n"
+          f"demo: {time.time() - start:.0f} s")
+
+
+def demo_fig5(base: Config, *, progress: bool = False, out_dir: str | Path = "runs") -> Path:
+    """DeepSeekMath Fig. 5 at demo scale on `base` (the demo's config): 4 arms x 2 seeds, then the
+    report in `out_dir/deepseekmath_fig5_demo/README.md`."""
+    from grpo_lab.analysis.report import claim_from_dict, write_report
+    from grpo_lab.experiments import expand, run_grid
+
+    spec = FIG5_DEMO
+    steps = spec["set"]["train.steps"]
+    print(f"\nDeepSeekMath Fig. 5, small: RFT, online RFT, GRPO (outcome), GRPO (process) from the same SFT "
+          f"checkpoint, {len(spec['seeds'])} seeds x {steps} steps each (experiments/deepseekmath_fig5.yaml "
+          "is the full grid)")
+    run_grid(expand({**spec, "base": base.to_dict()}, default_name=spec["name"]), progress=False)
+    readme = write_report(spec["name"], claims=[claim_from_dict(c) for c in spec["claims"]], metric=spec["metric"],
+                          out_dir=out_dir, tracking_uri=base.tracking.resolved_uri,
+                          factors=list(spec["factors"]), command="grpo-lab demo")
+    text = readme.read_text()
+    table = [line for line in text.split("## Final `eval/accuracy` per arm", 1)[-1].splitlines()
+             if line.startswith("|")][:6]
+    verdicts = [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
+    print("\nFinal held-out accuracy (pass@1) per arm, mean and 95% bootstrap CI over seeds:")
+    print("\n".join(table))
+    print("\nClaims (Holm-corrected tests over the seeds; 2 seeds rarely settle anything):")
+    print("\n".join(verdicts))
+    print(f"report and plots: {readme}")
+    return readme

@@ -575,12 +575,14 @@ def write_report(
     confidence: float = 0.95,
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     seed: int = 0,
+    curves: bool = True,
 ) -> Path:
     """Test ``claims`` on grid ``grid`` (default ``name``) and write ``out_dir/name/README.md``.
 
     Loads the grid's finished runs from MLflow (or uses ``frame``), writes the README and, per
     metric, ``curves_<metric>.png`` (mean over seeds vs step with a t band) and
-    ``final_<metric>.png`` (seeds, mean and bootstrap CI). ``paired=None`` pairs by seed when
+    ``final_<metric>.png`` (seeds, mean and bootstrap CI); ``curves=False`` draws no curves
+    (a frame of one step per run). ``paired=None`` pairs by seed when
     two arms ran the same seeds from the same start; ``command`` defaults to a ``python -c``
     line that regenerates this report. Returns the README path.
     """
@@ -605,7 +607,7 @@ def write_report(
                                              metric_name, folder / f"final_{key}.png",
                                              title=what)
         drawn[label] = {f"{what} per arm": final_path.name}
-        if metric_name not in curves_drawn:
+        if curves and metric_name not in curves_drawn:
             curve_path = plots.plot_learning_curves(frame, metric_name,
                                                     folder / f"curves_{plots.slug(metric_name)}.png",
                                                     confidence=confidence)

@@ -27,8 +27,9 @@ from grpo_lab.analysis.frame import (
 )
 from grpo_lab.analysis.stats import required_seeds
 
-# Params that legitimately differ between runs of one comparison besides seed and factors.
-DEFAULT_IGNORED_PARAMS = ("seed", "run_name", "output_dir", "out_dir", "tracking_uri")
+# Params that legitimately differ between runs of one comparison besides seed and factors
+# (matched against the whole key or its last dotted part: tracking.run_name, train.out_dir).
+DEFAULT_IGNORED_PARAMS = ("seed", "run_name", "output_dir", "out_dir", "tracking_uri", "uri", "threads")
 
 
 def _factor_keys(frame: pd.DataFrame, factors: Iterable[str] | None) -> list[str]:
@@ -71,7 +72,7 @@ def check_configs(
     differing = []
     for column in sorted(c for c in runs.columns if c.startswith(PARAM_PREFIX)):
         key = column[len(PARAM_PREFIX):]
-        if key in skipped:
+        if key in skipped or key.rsplit(".", 1)[-1] in ignore:  # ignore names bare or dotted keys
             continue
         values_per_arm = runs.groupby("arm")[column].agg(
             lambda s: tuple(sorted(set(s.fillna("<unset>").astype(str))))
