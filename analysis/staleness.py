@@ -30,7 +30,7 @@ def arms(grid: dict) -> list[dict]:
 
 
 def arm_name(factors: dict) -> str:
-    return ",".join(f"{k.split('.')[-1]}={v}" for k, v in factors.items())
+    return ",".join(f"{k}={v}" for k, v in factors.items())  # the arm tag `grpo-lab grid` writes
 
 
 def run_grid(grid_path: Path, out: Path) -> None:
