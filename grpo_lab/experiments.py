@@ -2,16 +2,17 @@
 
 A grid file (YAML):
 
-    grid: aggregation            # the name every run is tagged with (default: the file's stem)
+    name: aggregation            # the name every run is tagged with (default: the file's stem; `grid:` also works)
     base: grpo_chain.yaml        # a config file (next to the grid file, or from the cwd) or an inline mapping
     set: {train.steps: 100}      # optional dotted overrides applied to the base of every arm
     factors:                     # any dotted config keys, each a list of values
       loss.aggregation: [token_mean, seq_mean_token_mean]
       advantage.scale: [group, none]
-    mode: crossed                # crossed (every combination, the default) | zipped (i-th with i-th)
+    mode: crossed                # crossed (every combination, the default) | zipped (i-th with i-th; or zip: true)
     seeds: [0, 1, 2]             # or a count: 3 -> 0, 1, 2
     budget: fixed                # fixed (default): refuse arms that see different numbers of prompts or samples | free
     warm_start: shared           # shared (default): refuse arms whose SFT warm starts differ | per_arm
+    metric: eval/accuracy        # metric, claims, higher_is_better, baseline: read by `grpo-lab report`
 
 Every run is tagged `grpo_lab.grid`, `grpo_lab.arm` (`key=value,key=value`), `grpo_lab.factors`
 (JSON) and `grpo_lab.config_hash`. A run is done when MLflow holds a run of this grid with its
@@ -39,7 +40,8 @@ from grpo_lab.config import Config, ConfigError, flatten, load_config, with_over
 
 GRID_TAG, ARM_TAG, FACTORS_TAG = "grpo_lab.grid", "grpo_lab.arm", "grpo_lab.factors"
 HASH_TAG, STATUS_TAG = "grpo_lab.config_hash", "grpo_lab.status"
-GRID_KEYS = ("grid", "base", "set", "factors", "mode", "seeds", "budget", "warm_start")
+GRID_KEYS = ("name", "grid", "base", "set", "factors", "mode", "zip", "seeds", "budget", "warm_start")
+REPORT_KEYS = ("metric", "claims", "higher_is_better", "baseline")  # for `grpo-lab report`; the runner ignores them
 
 
 class GridError(ConfigError):
@@ -139,15 +141,15 @@ def load_grid(path: str | Path) -> Grid:
 def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", where: str = "grid") -> Grid:
     if not isinstance(spec, dict):
         raise GridError(f"{where} must hold a mapping (grid, base, factors, seeds, ...)")
-    unknown = [k for k in spec if k not in GRID_KEYS]
+    unknown = [k for k in spec if k not in GRID_KEYS + REPORT_KEYS]
     if unknown:
-        raise GridError(f"{where}: unknown grid key {unknown[0]!r}; grid files take {', '.join(GRID_KEYS)}")
-    name = str(spec.get("grid") or default_name)
+        raise GridError(f"{where}: unknown grid key {unknown[0]!r}; grid files take {', '.join(GRID_KEYS + REPORT_KEYS)}")
+    name = str(spec.get("name") or spec.get("grid") or default_name)
     base = _base(spec, folder, where)
     factors = spec.get("factors") or {}
     if not isinstance(factors, dict) or not all(isinstance(v, list) and v for v in factors.values()):
         raise GridError(f"{where}: 'factors' must map config keys to non-empty lists, e.g. loss.aggregation: [a, b]")
-    mode = spec.get("mode", "crossed")
+    mode = spec.get("mode", "zipped" if spec.get("zip") else "crossed")
     if mode == "crossed":
         combos = [dict(zip(factors, values)) for values in product(*factors.values())]
     elif mode == "zipped":
