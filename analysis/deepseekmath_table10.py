@@ -166,12 +166,16 @@ def render(rows: dict, batch: dict, command: str) -> str:
         f"{b['group_size']} rewards are all equal ({b['uniform_groups']:.0%} of groups, "
         f"{b['uniform_tokens']:.1%} of tokens): those groups carry no gradient. Elsewhere it is positive "
         f"on correct and negative on wrong completions ({g['positive']:.1%} / {g['negative']:.1%} of tokens). "
-        f"Group normalisation centres it per sequence, not per token: the token mean is {g['mean']:.3f} "
-        f"because wrong completions are longer ({b['len_wrong']:.1f} vs {b['len_correct']:.1f} tokens).",
+        f"Group normalisation centres it per sequence (a group's advantages sum to 0), so its token mean "
+        f"({g['mean']:.3f}) departs from 0 only as far as wrong and correct completions differ in length "
+        f"({b['len_wrong']:.1f} vs {b['len_correct']:.1f} tokens).",
         f"- Process supervision gives {p['zero']:.1%} zero-GC tokens against {g['zero']:.1%} for outcome "
         "supervision: step rewards differ between completions that share their outcome, so groups whose "
         "final answers all agree still carry a gradient, and a wrong answer's correct early steps are "
-        "credited.",
+        f"credited. Its GC is larger (sd {p['sd']:.2f} against {g['sd']:.2f}) and leans negative "
+        f"(mean {p['mean']:.3f}): each token's advantage sums the normalised rewards of every step that ends "
+        "at or after it, so early tokens add up many steps; that the sum leans negative suggests the later "
+        "steps of a chain are the ones more often wrong (not measured here).",
         f"- DPO's GC is +-beta sigma(0) = +-{b['dpo_beta'] / 2:g} while pi_theta = pi_ref: every pair pushes "
         f"its correct completion up and its wrong one down by the same amount per token, so the token "
         f"fractions ({rows['dpo']['positive']:.1%} up, {rows['dpo']['negative']:.1%} down) are the length "
