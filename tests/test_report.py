@@ -90,3 +90,12 @@ def test_parse_claim(text, better, worse, at_least):
 
     claim = parse_claim(text)
     assert (claim.better, claim.worse, claim.at_least_as_good) == (better, worse, at_least)
+
+
+def test_few_seeds_do_not_fail_a_claim_on_the_bootstrap_ci_alone():
+    from grpo_lab.analysis.report import DOES_NOT_HOLD, INCONCLUSIVE, decide
+
+    # 2 seeds, p = 0.89: a 2-value bootstrap CI below 0 is not evidence against the claim
+    assert decide(-0.006, (-0.01, -0.002), 0.89, seeds=2)[0] == INCONCLUSIVE
+    assert decide(-0.006, (-0.01, -0.002), 0.89, seeds=5)[0] == DOES_NOT_HOLD
+    assert decide(-0.006, (-0.01, -0.002), 0.01, seeds=2)[0] == DOES_NOT_HOLD  # the test still decides

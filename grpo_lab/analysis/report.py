@@ -36,6 +36,9 @@ class ReportError(ValueError):
     """A report that cannot be written as asked (no runs, an unknown arm or metric, a bad claim)."""
 
 
+# Fewer seeds than this: a bootstrap CI that excludes 0 does not make a claim fail on its own.
+MIN_SEEDS_FOR_CI = 5
+
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
 INCONCLUSIVE = "inconclusive"
@@ -149,10 +152,14 @@ def decide(
     *,
     at_least_as_good: bool = False,
     alpha: float = 0.05,
+    seeds: int | None = None,
 ) -> tuple[str, str]:
-    """Verdict and its reason from the oriented improvement, its CI and the Holm-adjusted p."""
+    """Verdict and its reason from the oriented improvement, its CI and the Holm-adjusted p.
+
+    ``seeds`` (the smaller arm's count): below ``MIN_SEEDS_FOR_CI`` the bootstrap CI alone decides
+    nothing (a percentile bootstrap of 2-4 values is far too narrow); only the test does."""
     significant = bool(p_adjusted < alpha)  # NaN compares False
-    if improvement_ci[1] < 0:
+    if improvement_ci[1] < 0 and (seeds is None or seeds >= MIN_SEEDS_FOR_CI):
         return DOES_NOT_HOLD, "the CI of the difference lies entirely in the wrong direction"
     if improvement < 0 and significant:
         return DOES_NOT_HOLD, f"wrong direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
@@ -377,6 +384,7 @@ def analyse(
             comparison.primary_holm,
             at_least_as_good=claim.at_least_as_good,
             alpha=alpha,
+            seeds=min(comparison.n),
         )
         results.append(ClaimResult(claim, comparison, verdict, reason))
     warnings = []
@@ -549,7 +557,8 @@ def render_markdown(
               "(fractional weights at the quartiles).",
               f"- Verdict: `holds` if the Holm-adjusted t-test p < {alpha:g} and the difference "
               "is in the claimed direction; `does not hold` if the CI of the difference lies "
-              f"entirely in the wrong direction, or the difference is in the wrong direction "
+              f"entirely in the wrong direction (with at least {MIN_SEEDS_FOR_CI} seeds per arm), or "
+              f"the difference is in the wrong direction "
               f"with adjusted p < {alpha:g}; `inconclusive` otherwise. An 'at least as good' "
               "claim holds unless the other arm is significantly better.", ""]
 
