@@ -68,7 +68,6 @@ class Grid:
     name: str
     runs: list[GridRun]
     budget: str = "fixed"
-    path: Optional[Path] = None
 
 
 @dataclass
@@ -178,7 +177,7 @@ def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", 
     hashes = [r.config_hash for r in runs]
     if len(set(hashes)) != len(hashes):
         raise GridError(f"{where}: two runs have the same config; remove repeated factor values or seeds")
-    grid = Grid(name, runs, budget=spec.get("budget", "fixed"), path=None)
+    grid = Grid(name, runs, budget=spec.get("budget", "fixed"))
     _check_comparable(grid, spec.get("warm_start", "shared"), where)
     return grid
 

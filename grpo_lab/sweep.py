@@ -199,7 +199,12 @@ def open_study(sweep: Sweep):
 
     with warnings.catch_warnings():  # the heartbeat (which fails trials of killed processes) is "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(sweep.storage, heartbeat_interval=60, grace_period=120)
+        try:
+            storage = optuna.storages.RDBStorage(sweep.storage, heartbeat_interval=60, grace_period=120)
+        except Exception as exc:  # a bad URL, a missing driver, a database that is down
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SweepError(f"cannot open the Optuna storage {redact(sweep.storage)} ({first}); pass a "
+                             "SQLAlchemy URL such as sqlite:///optuna.db or postgresql://user:pw@host/db") from None
     study = optuna.create_study(study_name=sweep.name, storage=storage, sampler=make_sampler(sweep),
                                 pruner=make_pruner(sweep), direction=sweep.direction, load_if_exists=True)
     if study.trials:

@@ -11,7 +11,7 @@ import yaml
 from optuna.trial import TrialState
 
 from grpo_lab.cli import main
-from grpo_lab.sweep import SweepError, grid_values, load_sweep, redact
+from grpo_lab.sweep import SweepError, grid_values, load_sweep, open_study, redact
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +91,8 @@ def test_sweep_files_are_checked_before_anything_runs(tiny_config, tmp_path):
     sweep = load_sweep(write(tmp_path, {**good, "seeds": 2}), storage="postgresql://u:secret@db/optuna")
     assert sweep.seeds == [0, 1] and sweep.n_trials == 20 and redact(sweep.storage) == "postgresql://u:***@db/optuna"
     assert grid_values({"type": "float", "low": 0.1, "high": 0.3, "step": 0.1}) == [0.1, 0.2, 0.3]
+    with pytest.raises(SweepError, match=r"cannot open the Optuna storage nosuchdb://u:\*\*\*@h/x"):
+        open_study(load_sweep(write(tmp_path, good), storage="nosuchdb://u:pw@h/x"))
     assert grid_values({"type": "int", "low": 1, "high": 3}) == [1, 2, 3]
 
 
