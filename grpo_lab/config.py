@@ -452,6 +452,11 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
         tp = next(a for a in get_args(tp) if a is not type(None))
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool):
         if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
