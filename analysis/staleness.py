@@ -4,7 +4,7 @@ A plain loop over grpo_lab.train.run: every arm x seed is one MLflow run tagged 
 grpo_lab.arm and grpo_lab.factors; finished runs are kept in results/staleness/runs.jsonl and
 skipped on a rerun, so a killed loop resumes by running it again.
 
-    python analysis/staleness.py [--grid experiments/staleness.yaml] [--out results/staleness] [--report-only]
+    python analysis/staleness.py [--grid experiments/staleness.yaml] [--out results/staleness] [--shard I/N] [--report-only]
 """
 
 from __future__ import annotations
@@ -33,18 +33,17 @@ def arm_name(factors: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in factors.items())  # the arm tag `grpo-lab grid` writes
 
 
-def run_grid(grid_path: Path, out: Path) -> None:
+def run_grid(grid_path: Path, out: Path, shard: tuple[int, int] = (0, 1)) -> None:
     from grpo_lab.train import run
 
     grid = yaml.safe_load(grid_path.read_text())
     base = load_config(grid_path.parent / grid["base"])
     done_path = out / "runs.jsonl"
     done = {(r["arm"], r["seed"]) for r in map(json.loads, done_path.read_text().splitlines())} if done_path.exists() else set()
-    for seed in grid["seeds"]:
-        for factors in arms(grid):
-            name = arm_name(factors)
-            if (name, seed) in done:
-                continue
+    todo = [(seed, factors) for seed in grid["seeds"] for factors in arms(grid)]
+    for seed, factors in todo[shard[0]::shard[1]]:  # shard i of n: every n-th run, for n parallel processes
+        name = arm_name(factors)
+        if (name, seed) not in done:
             config = with_overrides(base, **grid.get("set", {}), **factors, seed=seed, name=grid["name"])
             start = time.time()
             result = run(config, progress=False, tags={"grpo_lab.grid": grid["name"], "grpo_lab.arm": name,
@@ -91,10 +90,12 @@ def main() -> None:
     parser.add_argument("--grid", type=Path, default=Path("experiments/staleness.yaml"))
     parser.add_argument("--out", type=Path, default=Path("results/staleness"))
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--shard", default="0/1", help="I/N: run every N-th run starting at I (N parallel processes)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
-        run_grid(args.grid, args.out)
+        i, n = map(int, args.shard.split("/"))
+        run_grid(args.grid, args.out, (i, n))
     table = report(args.grid, args.out)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
