@@ -1,4 +1,4 @@
-"""grpo-lab: train | demo (grid, sweep, report, bench, paradigm join as they land).
+"""grpo-lab: train | demo | grid | sweep | report | bench | paradigm.
 
 Every expected failure (a bad config, a missing file, a failing reward, a non-finite loss) ends
 with one line `grpo-lab: error: ...` and exit status 2; nothing finished is lost.
