@@ -2,7 +2,8 @@
 
 A plain loop over grpo_lab.train.run: every arm x seed is one MLflow run tagged grpo_lab.grid,
 grpo_lab.arm and grpo_lab.factors; finished runs are kept in results/staleness/runs.jsonl and
-skipped on a rerun, so a killed loop resumes by running it again.
+skipped on a rerun, so a killed loop resumes by running it again. The table goes to
+results/staleness/README.md.
 
     python analysis/staleness.py [--grid experiments/staleness.yaml] [--out results/staleness] [--shard I/N] [--report-only]
 """
@@ -78,11 +79,13 @@ def report(grid_path: Path, out: Path) -> str:
         greedy = [r["final"]["eval/greedy_accuracy"] for r in runs]
         d = lambda k: statistics.fmean(r["diagnostics"].get(k, float("nan")) for r in runs)  # noqa: E731
         lines.append(f"| {factors['offpolicy.staleness']} | {factors['offpolicy.correction']} | {mean_sd(acc)} | "
-                     f"{' '.join(f'{a:.3f}' for a in acc)} | {mean_sd(greedy)} | {d('offpolicy/kl_behaviour'):.4f} | "
+                     f"{' '.join(f'{a:.3f}' for a in acc)} | {mean_sd(greedy)} | {max(d('offpolicy/kl_behaviour'), 0.0):.4f} | "
                      f"{d('offpolicy/ess'):.3f} | {d('offpolicy/beyond_cap_frac'):.4f} | {d('actor/clip_frac'):.4f} |")
-    initial = rows[0]["initial"]
-    return "\n".join(lines) + (f"\n\nBefore RL (the shared SFT warm start): eval/accuracy {initial['eval/accuracy']:.3f}, "
-                               f"greedy {initial['eval/greedy_accuracy']:.3f}.")
+    initial = {r["seed"]: r["initial"] for r in rows}  # the same warm start, evaluated with each seed's generator
+    acc = [initial[s]["eval/accuracy"] for s in sorted(initial)]
+    greedy = [initial[s]["eval/greedy_accuracy"] for s in sorted(initial)]
+    return "\n".join(lines) + (f"\n\nBefore RL (the shared SFT warm start, seeds {sorted(initial)}): eval/accuracy "
+                               f"{mean_sd(acc)} ({' '.join(f'{a:.3f}' for a in acc)}), greedy {mean_sd(greedy)}.")
 
 
 def main() -> None:
@@ -97,7 +100,15 @@ def main() -> None:
         i, n = map(int, args.shard.split("/"))
         run_grid(args.grid, args.out, (i, n))
     table = report(args.grid, args.out)
-    (args.out / "table.md").write_text(table + "\n")
+    grid = yaml.safe_load(args.grid.read_text())
+    seconds = [json.loads(line)["seconds"] for line in (args.out / "runs.jsonl").read_text().splitlines()]
+    header = (f"# Staleness grid ({args.grid})\n\n"
+              f"Written by `python analysis/staleness.py` from `runs.jsonl` (one line per run; MLflow runs tagged "
+              f"`grpo_lab.grid={grid['name']}`). Base `{grid['base']}` with {grid['set']}; factors {grid['factors']}; "
+              f"seeds {grid['seeds']}. {len(seconds)} runs, {statistics.fmean(seconds):.0f} s each on average.\n\n"
+              "eval/accuracy is sampled pass@1 on the held-out prompts after the last step (8 samples per prompt, "
+              "temperature 1); diagnostics are averaged over the training steps.\n\n")
+    (args.out / "README.md").write_text(header + table + "\n")
     print(table)
 
 
