@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 BEFORE, AFTER = "before (SFT checkpoint)", "after GRPO"

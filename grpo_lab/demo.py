@@ -52,7 +52,7 @@ def demo(*, progress: bool = True, fig5: bool = True) -> None:
 
     start = time.time()
     config = from_dict(DEMO)
-    print(f"grpo_lab demo: SFT warm start ({config.sft.steps} steps, cached), then GRPO for {config.train.steps} "
+    print(f"grpo_lab demo: SFT warm start ({config.sft.steps} steps, reused by later runs), then GRPO for {config.train.steps} "
           f"steps of {config.rollout.prompts_per_step} prompts x {config.rollout.group_size} samples on the chain task")
     result = run(config, progress=progress)
     print("\nHeld-out prompts, before (SFT checkpoint) and after GRPO:")
