@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 
 import pytest
 import torch
@@ -28,7 +29,20 @@ TINY = {
 
 
 @pytest.fixture
-def tiny_config(tmp_path):
+def mlflow_db(tmp_path, tmp_path_factory):
+    """tmp_path/mlflow.db: a copy of an empty MLflow store made once per session (creating one
+    runs its migrations, which costs seconds)."""
+    import mlflow
+
+    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
+    if not template.exists():
+        mlflow.tracking.MlflowClient(f"sqlite:///{template}").search_experiments()
+    shutil.copy(template, tmp_path / "mlflow.db")
+    return tmp_path / "mlflow.db"
+
+
+@pytest.fixture
+def tiny_config(tmp_path, mlflow_db):
     """`tiny_config(**{"optim.lr": 1e-4})` -> a validated Config writing only under tmp_path."""
 
     def make(overrides: dict | None = None, **dotted):

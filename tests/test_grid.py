@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +20,8 @@ ARMS = ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
 
 
 @pytest.fixture(autouse=True)
-def mlflow_db(tmp_path, tmp_path_factory):
-    """A copy of an empty MLflow store made once per session (creating one costs seconds)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
-    if not template.exists():
-        mlflow.tracking.MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copy(template, tmp_path / "mlflow.db")
+def _store(mlflow_db):
+    """Every test here writes to tmp_path/mlflow.db (see conftest)."""
 
 
 def test_crossed_and_zipped_factors_expand_to_tagged_runs(tiny_config):

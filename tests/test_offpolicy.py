@@ -4,7 +4,6 @@ corrections on hand-made log-probs, the replay buffer, diagnostics and checkpoin
 from __future__ import annotations
 
 import io
-import math
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,13 +21,8 @@ KILL_AT = 2
 
 
 @pytest.fixture(autouse=True)
-def mlflow_db(tmp_path, tmp_path_factory):
-    """A copy of an empty MLflow store made once per session (creating one costs seconds)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
-    if not template.exists():
-        client = mlflow.tracking.MlflowClient(f"sqlite:///{template}")
-        client.search_experiments()
-    shutil.copy(template, tmp_path / "mlflow.db")
+def _store(mlflow_db):
+    """Every test here writes to tmp_path/mlflow.db (see conftest)."""
 
 
 def cli(*args: str) -> list[str]:

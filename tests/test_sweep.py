@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 
 import mlflow
 import optuna
@@ -15,12 +14,8 @@ from grpo_lab.sweep import SweepError, grid_values, load_sweep, open_study, reda
 
 
 @pytest.fixture(autouse=True)
-def mlflow_db(tmp_path, tmp_path_factory):
-    """A copy of an empty MLflow store made once per session (creating one costs seconds)."""
-    template = tmp_path_factory.getbasetemp() / "mlflow_template.db"
-    if not template.exists():
-        mlflow.tracking.MlflowClient(f"sqlite:///{template}").search_experiments()
-    shutil.copy(template, tmp_path / "mlflow.db")
+def _store(mlflow_db):
+    """Every test here writes to tmp_path/mlflow.db (see conftest)."""
 
 
 def write(tmp_path, spec: dict):
