@@ -114,7 +114,7 @@ def test_chain_rewards_by_hand(chain):
     assert chain.reward(CHAIN_EXAMPLE, "9,16,16,15", finished=False) == 0.0
     assert chain.reward(CHAIN_EXAMPLE, "9,16,16,15,3", finished=True) == 0.0  # extra step
     assert chain.reward(CHAIN_EXAMPLE, "9,16,16,15=", finished=True) == 0.0  # extra text
-    # Outcome reward reads only the final number, as in the prototype.
+    # Outcome reward reads only the final number.
     assert chain.reward(CHAIN_EXAMPLE, "1,2,15", finished=True) == 1.0
     assert chain.extract_answer("9,16,16,15") == "15"
     assert chain.extract_answer("9,16,") is None
@@ -174,7 +174,7 @@ def test_chain_targets_are_the_running_results(nonnegative):
         assert min(totals) < 0
 
 
-def test_chain_defaults_match_the_prototype():
+def test_chain_defaults():
     task = build_task("chain", seed=0)
     assert (len(task.train_examples()), len(task.eval_examples())) == (20000, 512)
     prompts = [e.prompt for e in task.train_examples()]

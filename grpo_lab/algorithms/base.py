@@ -221,7 +221,7 @@ class PolicyModule(L.LightningModule):
         """One optimizer update from `loss`; refuses a non-finite loss before touching the weights."""
         if not torch.isfinite(loss):
             raise TrainingError(f"the {prefix} loss is {loss.item()} at step {self.step_count}; lower optim.lr "
-                                "(the prototype collapsed above 3e-4 with 32 prompts) or check the rewards")
+                                "(on the chain task, lr above 3e-4 with 32 prompts collapses) or check the rewards")
         opts = self.optimizers()
         optimizer = optimizer or (opts[0] if isinstance(opts, list) else opts)
         optimizer.zero_grad(set_to_none=True)
