@@ -12,6 +12,7 @@ from grpo_lab.config import ConfigError, load_config
 
 
 def error_line(capsys, argv) -> str:
+    capsys.readouterr()  # drop what fixtures printed (e.g. MLflow creating the test's store)
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("grpo-lab: error: ") and "\n" not in err and "Traceback" not in err
