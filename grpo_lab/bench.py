@@ -154,6 +154,7 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
         "hidden": config.model.hidden_size, "layers": config.model.num_layers, "params": params,
         "prompts": config.rollout.prompts_per_step, "gens": config.rollout.group_size,
         "max_new": config.rollout.max_new_tokens, "fixed_length": fixed_length, "steps": len(times),
+        "micro_batch": config.optim.micro_batch_size,
         "sec_per_step": sec, "sec_per_step_min": min(times), "cpu_sec_per_step": statistics.median(clock.times(warmup, cpu=True)),
         "completions_per_s": completions / sec,
         "tokens_per_s": tokens / sec, "tokens_per_step": tokens,
@@ -179,7 +180,7 @@ def _step_tokens(history: list[dict]) -> list[float]:
 def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8, max_new: int = 8,
           steps: int = 5, method: str = "grpo", device: str = "cpu", fixed_length: bool = False,
           dtype: Optional[str] = None, heads: Optional[int] = None, threads: int = 0, warmup: int = 2,
-          seed: int = 0) -> dict:
+          seed: int = 0, micro_batch: int = 0) -> dict:
     """Build the config from the flags and run the benchmark."""
     from grpo_lab.config import ConfigError
     from grpo_lab.train import resolve_device
@@ -189,7 +190,8 @@ def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8
     device = resolve_device(device)
     dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
     config = bench_config(hidden=hidden, layers=layers, heads=heads, prompts=prompts, gens=gens, max_new=max_new,
-                          method=method, device=device, dtype=dtype, steps=steps, warmup=warmup, seed=seed)
+                          method=method, device=device, dtype=dtype, steps=steps, warmup=warmup, seed=seed,
+                          overrides={"optim": {"micro_batch_size": micro_batch}})
     return run_bench(config, warmup=warmup, fixed_length=fixed_length, threads=threads)
 
 

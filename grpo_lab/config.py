@@ -193,6 +193,7 @@ class OptimConfig:
     warmup_steps: int = 0  # linear warm-up in optimizer updates
     epochs: int = 1  # mu: passes over each rollout batch
     minibatches: int = 1  # optimizer updates per pass
+    micro_batch_size: int = 0  # sequences per forward/backward, gradients accumulated; 0: the whole minibatch
 
     def __post_init__(self):
         _positive("optim.lr", self.lr)
@@ -200,6 +201,7 @@ class OptimConfig:
         _positive("optim.grad_clip", self.grad_clip, zero_ok=True)
         _positive("optim.epochs", self.epochs)
         _positive("optim.minibatches", self.minibatches)
+        _positive("optim.micro_batch_size", self.micro_batch_size, zero_ok=True)
 
     @property
     def updates_per_step(self) -> int:

@@ -216,16 +216,65 @@ class PolicyModule(L.LightningModule):
             order = torch.randperm(batch_size, generator=self.update_generator)
             yield from order.chunk(optim.minibatches)
 
-    def update(self, loss: torch.Tensor, optimizer=None, scheduler=None, params=None, clip: Optional[float] = None,
+    def micro_batches(self, rows: torch.Tensor, mask: Optional[torch.Tensor] = None) -> list:
+        """The minibatch `rows` as (chunk, weight) pairs for gradient accumulation: chunks of at most
+        `optim.micro_batch_size` rows (sorted, so the completions of one prompt stay together), each
+        weighted by its share of the minibatch's loss: its fraction of the rows, or under token_mean
+        its fraction of the tokens of `mask` (the whole batch's loss mask, (B, T)). The weighted sum
+        of the chunks' losses is the minibatch's loss. One chunk of weight 1 when off or when it fits."""
+        size = self.config.optim.micro_batch_size
+        if size <= 0 or len(rows) <= size:
+            return [(rows, 1.0)]
+        parts = rows.sort().values.split(size)
+        if mask is not None and self.config.loss.aggregation == "token_mean":
+            counts = [float(mask[part].sum()) for part in parts]
+            total = max(sum(counts), 1.0)
+            return [(part, count / total) for part, count in zip(parts, counts)]
+        return [(part, len(part) / len(rows)) for part in parts]
+
+    def accumulate(self, rows: torch.Tensor, loss_of, metrics: dict, mask: Optional[torch.Tensor] = None):
+        """Yield the weighted loss of each micro-batch of `rows` (see `micro_batches`), built only when
+        asked for, so that each chunk's graph is freed by its backward before the next is built.
+        `loss_of(chunk)` returns (loss, float metrics), merged into `metrics` as the whole minibatch's
+        would be: keys ending in `loss` by the loss weights, `_max`/`_min` keys by max/min, the rest
+        (token means) by each chunk's share of the tokens of `mask`."""
+        chunks = self.micro_batches(rows, mask)
+        if len(chunks) == 1:
+            loss, part_metrics = loss_of(rows)
+            metrics.update(part_metrics)
+            yield loss
+            return
+        tokens = [float(mask[part].sum()) for part, _ in chunks] if mask is not None else [w for _, w in chunks]
+        total = max(sum(tokens), 1e-12)
+        merged = False
+        for i, ((part, weight), count) in enumerate(zip(chunks, tokens)):
+            loss, part_metrics = loss_of(part)
+            yield loss * weight
+            if count == 0 and (merged or i < len(chunks) - 1):
+                continue  # no token of the minibatch's loss: nothing to average (its loss is 0)
+            merged = True
+            for k, v in part_metrics.items():
+                if k.endswith("_max"):
+                    metrics[k] = max(metrics.get(k, v), v)
+                elif k.endswith("_min"):
+                    metrics[k] = min(metrics.get(k, v), v)
+                else:
+                    metrics[k] = metrics.get(k, 0.0) + (weight if k.endswith("loss") else count / total) * v
+
+    def update(self, loss, optimizer=None, scheduler=None, params=None, clip: Optional[float] = None,
                prefix: str = "actor") -> dict:
-        """One optimizer update from `loss`; refuses a non-finite loss before touching the weights."""
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the {prefix} loss is {loss.item()} at step {self.step_count}; lower optim.lr "
-                                "(on the chain task, lr above 3e-4 with 32 prompts collapses) or check the rewards")
+        """One optimizer update from `loss`, a scalar tensor or an iterable of scalar tensors whose sum
+        is the loss (gradient accumulation, e.g. `accumulate`); refuses a non-finite loss before
+        touching the weights."""
+        parts = [loss] if isinstance(loss, torch.Tensor) else loss
+        if isinstance(loss, torch.Tensor):
+            self._check_finite(loss, prefix)
         opts = self.optimizers()
         optimizer = optimizer or (opts[0] if isinstance(opts, list) else opts)
         optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
+        for part in parts:
+            self._check_finite(part, prefix)
+            self.manual_backward(part)
         params = params if params is not None else [p for p in self.policy.parameters() if p.requires_grad]
         clip = self.config.optim.grad_clip if clip is None else clip
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
@@ -238,6 +287,11 @@ class PolicyModule(L.LightningModule):
         if prefix == "actor":
             self.budget["updates"] += 1
         return {f"{prefix}/grad_norm": float(norm)}
+
+    def _check_finite(self, loss: torch.Tensor, prefix: str) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the {prefix} loss is {loss.item()} at step {self.step_count}; lower optim.lr "
+                                "(on the chain task, lr above 3e-4 with 32 prompts collapses) or check the rewards")
 
     def _scheduler(self):
         sch = self.lr_schedulers()

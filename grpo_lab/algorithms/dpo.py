@@ -93,14 +93,16 @@ class DPO(PooledModule):
         n, d = len(items), self.config.dpo
         sums: dict[str, float] = {}
         updates = 0
-        for pairs in self.minibatches(n):
+        def loss_of(pairs):
             rows = torch.cat([pairs, pairs + n])
             mb = batch.select(rows)
-            logp, _ = self.logprobs(mb)
-            loss, dpo_metrics = dpo_pair_loss(logp, ref_logp[rows], mb.completion_mask, beta=d.beta,
+            loss, dpo_metrics = dpo_pair_loss(self.logprobs(mb)[0], ref_logp[rows], mb.completion_mask, beta=d.beta,
                                               label_smoothing=d.label_smoothing)
-            step_metrics = {"actor/loss": float(loss.detach()), **{k: float(v) for k, v in dpo_metrics.items()},
-                            **self.update(loss)}
+            return loss, {"actor/loss": float(loss.detach()), **{k: float(v) for k, v in dpo_metrics.items()}}
+
+        for pairs in self.minibatches(n):
+            step_metrics: dict[str, float] = {}
+            step_metrics.update(self.update(self.accumulate(pairs, loss_of, step_metrics)))
             for k, v in step_metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             updates += 1

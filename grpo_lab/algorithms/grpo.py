@@ -15,7 +15,8 @@ Where it departs from the paper:
 The GRPO++ switches (README section `variants`), each one config key:
 - `loss.clip_high` (Clip-Higher), `loss.dual_clip`, `loss.level: sequence` (GSPO),
   `loss.aggregation`, `loss.norm` (Dr. GRPO's constant), `advantage.scale`, `loss.entropy_coef`,
-  `optim.epochs` / `optim.minibatches` (mu and the minibatch split);
+  `optim.epochs` / `optim.minibatches` (mu and the minibatch split), `optim.micro_batch_size`
+  (gradient accumulation: the same update in chunks that fit in memory);
 - `rollout.dynamic_sampling` (DAPO Eq. 11): groups whose shaped rewards all agree are dropped and
   fresh prompts are drawn, up to `rollout.max_sampling_rounds` rounds, until P groups remain. The
   extra prompts of round r of step s are a pure function of (seed, s, r), so a resumed run draws
@@ -217,10 +218,12 @@ class GRPO(PolicyModule):
         """mu epochs x minibatches of updates on one batch; the metrics averaged over the updates."""
         sums: dict[str, float] = {}
         updates = 0
+        mask = rollout.completion_mask if loss_mask is None else loss_mask
         for rows in self.minibatches(rollout.completion_ids.shape[0]):
-            loss, metrics = self.policy_loss(rollout, advantages, old_logp, ref_logp, rows, loss_mask=loss_mask,
-                                             weights=weights)
-            metrics.update(self.update(loss))
+            metrics: dict[str, float] = {}
+            loss_of = lambda part: self.policy_loss(rollout, advantages, old_logp, ref_logp, part,  # noqa: E731
+                                                    loss_mask=loss_mask, weights=weights)
+            metrics.update(self.update(self.accumulate(rows, loss_of, metrics, mask)))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             updates += 1

@@ -98,17 +98,21 @@ class PPO(GRPO):
         sums: dict[str, float] = {}
         updates = 0
         for rows in self.minibatches(rollout.completion_ids.shape[0]):
-            metrics = {}
+            metrics: dict[str, float] = {}
             if train_actor:
-                loss, metrics = self.policy_loss(rollout, advantages, old_logp, None if in_reward else ref_logp, rows)
-                metrics.update(self.update(loss, optimizer=opts[0], scheduler=schedules[0]))
-            mb = rollout.select(rows)
-            values = self.values(mb)
-            v_loss = value_loss(values, old_values[rows], returns[rows], mb.completion_mask, clip=cc.value_clip,
-                                aggregation=lc.aggregation, norm=norm)
-            metrics["critic/value_loss"] = float(v_loss.detach())
-            metrics.update(self.update(v_loss, optimizer=opts[1], scheduler=schedules[1], params=critic_params,
-                                       prefix="critic"))
+                actor_loss = lambda part: self.policy_loss(rollout, advantages, old_logp,  # noqa: E731
+                                                           None if in_reward else ref_logp, part)
+                metrics.update(self.update(self.accumulate(rows, actor_loss, metrics, mask), optimizer=opts[0],
+                                           scheduler=schedules[0]))
+
+            def critic_loss(part):
+                mb = rollout.select(part)
+                v_loss = value_loss(self.values(mb), old_values[part], returns[part], mb.completion_mask,
+                                    clip=cc.value_clip, aggregation=lc.aggregation, norm=norm)
+                return v_loss, {"critic/value_loss": float(v_loss.detach())}
+
+            metrics.update(self.update(self.accumulate(rows, critic_loss, metrics, mask), optimizer=opts[1],
+                                       scheduler=schedules[1], params=critic_params, prefix="critic"))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             updates += 1

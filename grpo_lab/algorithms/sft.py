@@ -154,11 +154,14 @@ class SupervisedModule(PolicyModule):
         norm = lc.norm or self.config.rollout.max_new_tokens
         sums: dict[str, float] = {}
         updates = 0
+        def loss_of(part):
+            mb = batch.select(part)
+            loss = supervised_loss(self.logprobs(mb)[0], mb.completion_mask, aggregation=lc.aggregation, norm=norm)
+            return loss, {"actor/loss": float(loss.detach())}
+
         for rows in self.minibatches(batch.completion_ids.shape[0]):
-            mb = batch.select(rows)
-            logp, _ = self.logprobs(mb)
-            loss = supervised_loss(logp, mb.completion_mask, aggregation=lc.aggregation, norm=norm)
-            metrics = {"actor/loss": float(loss.detach()), **self.update(loss)}
+            metrics: dict[str, float] = {}
+            metrics.update(self.update(self.accumulate(rows, loss_of, metrics, batch.completion_mask)))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             updates += 1
