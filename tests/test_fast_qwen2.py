@@ -97,3 +97,31 @@ def test_other_models_take_the_generic_path():
     assert not supports(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=20)))
     model.model.gradient_checkpointing = True
     assert not supports(model)
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2])
+def test_fast_critic_values_and_gradients_match_the_hf_trunk(kv_heads):
+    from grpo_lab.models.critic import ValueModel
+
+    model, tokenizer = _model(kv_heads)
+    ro = _sample(model, tokenizer, PROMPTS, False)
+    ro = ro.select(torch.randperm(len(PROMPTS), generator=torch.Generator().manual_seed(0)))
+    critic = ValueModel.from_policy(model)
+    torch.nn.init.normal_(critic.head.weight)  # a zero head would stop the trunk's gradient
+    assert supports(critic.trunk)
+    results = []
+    for fast in (True, False):
+        critic.zero_grad()
+        if fast:
+            values = critic(ro.input_ids, ro.attention_mask, ro.completion_ids.shape[1])
+        else:  # the generic path: the trunk's output at the positions that predict each completion token
+            T = ro.completion_ids.shape[1]
+            out = critic.trunk(input_ids=ro.input_ids, attention_mask=ro.attention_mask,
+                               position_ids=(ro.attention_mask.cumsum(-1) - 1).clamp(min=0), use_cache=False)
+            values = critic.head(out.last_hidden_state[:, -T - 1:-1]).squeeze(-1)
+        ((values ** 2) * ro.completion_mask).sum().backward()
+        results.append((values * ro.completion_mask, {n: p.grad.clone() for n, p in critic.named_parameters()}))
+    (vf, gf), (vr, gr) = results
+    torch.testing.assert_close(vf, vr, atol=1e-5, rtol=0)
+    for name in gr:
+        torch.testing.assert_close(gf[name], gr[name], atol=1e-4, rtol=1e-4, msg=name)

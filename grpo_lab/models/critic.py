@@ -7,6 +7,7 @@ import copy
 import torch
 from torch import nn
 
+from grpo_lab.models import fast_qwen2
 from grpo_lab.rollout.sampler import position_ids
 
 
@@ -38,7 +39,12 @@ class ValueModel(nn.Module):
         The value of completion token t is read at the position that predicts it (t - 1), like the
         policy's log-prob of that token.
         """
-        out = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
-                         position_ids=position_ids(attention_mask), use_cache=False)
-        hidden = out.last_hidden_state[:, -completion_len - 1:-1]  # (B, T, H)
+        T = completion_len
+        if fast_qwen2.supports(self.trunk):  # each distinct prompt once, like the policy's log-probs
+            hidden = fast_qwen2.completion_hidden(self.trunk, input_ids[:, :-T], attention_mask[:, :-T],
+                                                  input_ids[:, -T:], attention_mask[:, -T:])
+        else:
+            out = self.trunk(input_ids=input_ids, attention_mask=attention_mask,
+                             position_ids=position_ids(attention_mask), use_cache=False)
+            hidden = out.last_hidden_state[:, -T - 1:-1]  # (B, T, H)
         return self.head(hidden).squeeze(-1).float()

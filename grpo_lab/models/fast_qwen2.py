@@ -24,14 +24,20 @@ import torch.nn.functional as F
 
 
 def supports(model) -> bool:
-    """A Qwen2ForCausalLM with default rotary positions, full attention and a SiLU MLP."""
-    if type(model).__name__ != "Qwen2ForCausalLM":
+    """A Qwen2ForCausalLM (or its trunk, a Qwen2Model) with default rotary positions, full attention
+    and a SiLU MLP."""
+    if type(model).__name__ not in ("Qwen2ForCausalLM", "Qwen2Model"):
         return False
     cfg = model.config
     rope = getattr(cfg, "rope_parameters", None) or {}
     return (rope.get("rope_type", "default") == "default" and not getattr(cfg, "use_sliding_window", False)
             and cfg.hidden_act == "silu" and not getattr(cfg, "attention_dropout", 0.0)
-            and not getattr(model.model, "gradient_checkpointing", False))
+            and not getattr(_trunk(model), "gradient_checkpointing", False))
+
+
+def _trunk(model):
+    """The Qwen2Model of a Qwen2ForCausalLM, or the model itself when it is one."""
+    return model if type(model).__name__ == "Qwen2Model" else model.model
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
@@ -54,6 +60,39 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+class _FusedLinear(torch.autograd.Function):
+    """``x @ cat(weights).T (+ cat(biases))``: one matrix product over several projections that read
+    the same input (q|k|v, gate|up), with gradients for each weight. Unlike ``F.linear`` over a
+    ``torch.cat`` of the weights, it keeps no concatenated copy for the backward (a copy of nearly all
+    the layer's weights, held from forward to backward); the backward rebuilds it one layer at a time."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n_weights: int, *params: torch.Tensor) -> torch.Tensor:
+        weights, biases = params[:n_weights], params[n_weights:]
+        ctx.n_weights = n_weights
+        ctx.save_for_backward(x, *weights)
+        return F.linear(x, torch.cat(weights), torch.cat(biases) if biases else None)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, *weights = ctx.saved_tensors
+        sizes = [w.shape[0] for w in weights]
+        needs = ctx.needs_input_grad
+        grad_x = grad @ torch.cat(weights) if needs[0] else None
+        grad_w = (grad.T @ x).split(sizes) if any(needs[2: 2 + ctx.n_weights]) else (None,) * ctx.n_weights
+        n_bias = len(needs) - 2 - ctx.n_weights
+        grad_b = grad.sum(0).split(sizes) if n_bias and any(needs[2 + ctx.n_weights:]) else (None,) * n_bias
+        return (grad_x, None, *grad_w, *grad_b)
+
+
+def _fused_linear(x: torch.Tensor, weights: tuple, biases: tuple = ()) -> torch.Tensor:
+    """``F.linear`` over the concatenated projections: a plain product when no gradient is taken
+    (`weights` is then one tensor, concatenated once per call of the model), else `_FusedLinear`."""
+    if isinstance(weights, torch.Tensor):
+        return F.linear(x, weights, biases if isinstance(biases, torch.Tensor) else None)
+    return _FusedLinear.apply(x, len(weights), *weights, *biases)
+
+
 class _Model:
     """The model's parts, shapes and fused projection weights, looked up once per call.
 
@@ -64,28 +103,35 @@ class _Model:
     def __init__(self, model):
         cfg = model.config
         self.model = model
-        self.layers = list(model.model.layers)
+        self.trunk = trunk = _trunk(model)
+        self.layers = list(trunk.layers)
         self.heads = cfg.num_attention_heads
         self.kv_heads = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        self.rotary = model.model.rotary_emb
-        self.dtype = model.model.embed_tokens.weight.dtype
+        self.rotary = trunk.rotary_emb
+        self.dtype = trunk.embed_tokens.weight.dtype
         self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
-        # one (q|k|v) and one (gate|up) weight per layer; under autograd the gradient flows back to each part
+        # one (q|k|v) and one (gate|up) product per layer: without gradients over weights concatenated
+        # once per call, with gradients through `_FusedLinear` (no concatenated copy kept)
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
+        join = (lambda ts: tuple(ts)) if grad else torch.cat  # noqa: E731
         self.fused = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
-            self.fused.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                               torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                               torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+            self.fused.append((join([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                               join([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                               join([mlp.gate_proj.weight, mlp.up_proj.weight])))
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        embed = self.model.model.embed_tokens
+        embed = self.trunk.embed_tokens
         return F.embedding(ids.reshape(-1), embed.weight, embed.padding_idx)  # (N, hidden)
+
+    def final_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return _rms_norm(self.trunk.norm, h)
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         lm = self.model.lm_head
-        return F.linear(_rms_norm(self.model.model.norm, h), lm.weight, lm.bias)
+        return F.linear(self.final_norm(h), lm.weight, lm.bias)
 
     def rotary_tables(self, positions: torch.Tensor):
         """cos, sin (N, 1, D) for positions of any shape (flattened), as Qwen2RotaryEmbedding computes them."""
@@ -98,7 +144,7 @@ class _Model:
         """Layer i's input (N, hidden) -> rotated queries (N, H, D), rotated keys and values (N, KV, D)."""
         qkv_w, qkv_b, _ = self.fused[i]
         x = _rms_norm(self.layers[i].input_layernorm, h)
-        q, k, v = F.linear(x, qkv_w, qkv_b).split(self.split, dim=-1)
+        q, k, v = _fused_linear(x, qkv_w, qkv_b).split(self.split, dim=-1)
         N = h.shape[0]
         q, k = q.view(N, self.heads, self.head_dim), k.view(N, self.kv_heads, self.head_dim)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, self.kv_heads, self.head_dim)
@@ -107,7 +153,7 @@ class _Model:
         """Residual after attention (attn (N, H*D)), then the MLP block."""
         layer, (_, _, gate_up) = self.layers[i], self.fused[i]
         h = h + F.linear(attn, layer.self_attn.o_proj.weight)
-        gate, up = F.linear(_rms_norm(layer.post_attention_layernorm, h), gate_up).chunk(2, dim=-1)
+        gate, up = _fused_linear(_rms_norm(layer.post_attention_layernorm, h), gate_up).chunk(2, dim=-1)
         return h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
 
     def attention(self, i: int, q, k, v, mask: torch.Tensor) -> torch.Tensor:
@@ -150,6 +196,20 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     completion token predicts nothing and no earlier token attends to it, so it is not run.
     """
     m = _Model(model)
+    return m.head(_completion_states(m, prompt_ids, prompt_mask, completion_ids, completion_mask))
+
+
+def completion_hidden(trunk, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                      completion_mask: torch.Tensor) -> torch.Tensor:
+    """A Qwen2Model's last hidden states (B, T, hidden), final norm applied, at the positions that
+    predict each completion token: `trunk(cat(prompt, completion)).last_hidden_state` there."""
+    m = _Model(trunk)
+    return m.final_norm(_completion_states(m, prompt_ids, prompt_mask, completion_ids, completion_mask))
+
+
+def _completion_states(m: _Model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
+    """The residual stream (B, T, hidden) after the last layer at the positions that predict each
+    completion token, each distinct prompt run once."""
     first, inverse = prompt_groups(prompt_ids, prompt_mask)
     p_ids, p_mask = prompt_ids[first], prompt_mask[first].bool()  # (U, Lp)
     (U, Lp), (B, T) = p_ids.shape, completion_ids.shape
@@ -171,8 +231,7 @@ def completion_logits(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
                                      c_attn))
         h = m.finish(i, h, torch.cat(parts) if c_len else parts[0])
     last = h[:n_p].view(U, Lp, -1)[:, -1][inverse][:, None]  # (B, 1, hidden): the prompt's last state
-    h = torch.cat([last, h[n_p:].view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
-    return m.head(h)
+    return torch.cat([last, h[n_p:].view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
 
 
 class StaticDecoder:
