@@ -7,6 +7,7 @@ import torch
 
 from grpo_lab.config import ModelConfig
 from grpo_lab.models import char_tokenizer, tiny_qwen2
+from grpo_lab.models import fast_qwen2
 from grpo_lab.models.fast_qwen2 import prompt_groups, supports
 from grpo_lab.rollout import sample, token_logprobs
 from grpo_lab.rollout.encode import encode_prompts
@@ -31,7 +32,10 @@ def _sample(model, tokenizer, prompts, fast, seed=1, **kw):
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
 @pytest.mark.parametrize("suppress_eos", [False, True])
-def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos):
+@pytest.mark.parametrize("fuse", [True, False])
+def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos, fuse, monkeypatch):
+    if not fuse:  # projections one by one, as for a model whose concatenated weights would be large
+        monkeypatch.setattr(fast_qwen2, "FUSE_BYTES", 0)
     model, tokenizer = _model(kv_heads)
     assert supports(model)
     fast = _sample(model, tokenizer, PROMPTS, True, suppress_eos=suppress_eos)

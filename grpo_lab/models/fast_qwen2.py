@@ -85,12 +85,29 @@ class _FusedLinear(torch.autograd.Function):
         return (grad_x, None, *grad_w, *grad_b)
 
 
-def _fused_linear(x: torch.Tensor, weights: tuple, biases: tuple = ()) -> torch.Tensor:
-    """``F.linear`` over the concatenated projections: a plain product when no gradient is taken
-    (`weights` is then one tensor, concatenated once per call of the model), else `_FusedLinear`."""
+def _fused_linear(x: torch.Tensor, weights, biases=()) -> tuple:
+    """The outputs of several projections of `x` (q, k, v or gate, up), as `weights` holds them: one
+    tensor (their concatenation, made once per call of the model: one product, split), a tuple under
+    autograd (`_FusedLinear`: one product, no copy kept), or a list (one product each, no copy)."""
     if isinstance(weights, torch.Tensor):
-        return F.linear(x, weights, biases if isinstance(biases, torch.Tensor) else None)
-    return _FusedLinear.apply(x, len(weights), *weights, *biases)
+        sizes = getattr(weights, "sizes", None)
+        return F.linear(x, weights, biases if isinstance(biases, torch.Tensor) else None).split(sizes, dim=-1)
+    if isinstance(weights, tuple):
+        return _FusedLinear.apply(x, len(weights), *weights, *biases).split([w.shape[0] for w in weights], dim=-1)
+    return tuple(F.linear(x, w, b) for w, b in zip(weights, biases or [None] * len(weights)))
+
+
+# Without gradients, the q|k|v and gate|up weights are concatenated (one product instead of several,
+# which matters for small matrices) when the copies take at most this many bytes; above it the
+# projections run one by one, so that sampling never holds a second copy of a large model's weights.
+FUSE_BYTES = 64 * 2**20
+
+
+def _concat(tensors: list) -> torch.Tensor:
+    """The tensors concatenated on dim 0, remembering each one's rows (`.sizes`) for the split."""
+    out = torch.cat(tensors)
+    out.sizes = [t.shape[0] for t in tensors]
+    return out
 
 
 class _Model:
@@ -110,11 +127,13 @@ class _Model:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.rotary = trunk.rotary_emb
         self.dtype = trunk.embed_tokens.weight.dtype
-        self.split = (self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim)
-        # one (q|k|v) and one (gate|up) product per layer: without gradients over weights concatenated
-        # once per call, with gradients through `_FusedLinear` (no concatenated copy kept)
+        # the projections that read the same input: under autograd one product each through
+        # `_FusedLinear`; without gradients concatenated once per call, or one by one when large
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
-        join = (lambda ts: tuple(ts)) if grad else torch.cat  # noqa: E731
+        fused_bytes = sum(p.numel() * p.element_size() for layer in self.layers
+                          for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                                    layer.mlp.gate_proj, layer.mlp.up_proj) for p in m.parameters())
+        join = tuple if grad else (_concat if fused_bytes <= FUSE_BYTES else list)
         self.fused = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
@@ -144,7 +163,7 @@ class _Model:
         """Layer i's input (N, hidden) -> rotated queries (N, H, D), rotated keys and values (N, KV, D)."""
         qkv_w, qkv_b, _ = self.fused[i]
         x = _rms_norm(self.layers[i].input_layernorm, h)
-        q, k, v = _fused_linear(x, qkv_w, qkv_b).split(self.split, dim=-1)
+        q, k, v = _fused_linear(x, qkv_w, qkv_b)
         N = h.shape[0]
         q, k = q.view(N, self.heads, self.head_dim), k.view(N, self.kv_heads, self.head_dim)
         return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, self.kv_heads, self.head_dim)
@@ -153,7 +172,7 @@ class _Model:
         """Residual after attention (attn (N, H*D)), then the MLP block."""
         layer, (_, _, gate_up) = self.layers[i], self.fused[i]
         h = h + F.linear(attn, layer.self_attn.o_proj.weight)
-        gate, up = _fused_linear(_rms_norm(layer.post_attention_layernorm, h), gate_up).chunk(2, dim=-1)
+        gate, up = _fused_linear(_rms_norm(layer.post_attention_layernorm, h), gate_up)
         return h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
 
     def attention(self, i: int, q, k, v, mask: torch.Tensor) -> torch.Tensor:
