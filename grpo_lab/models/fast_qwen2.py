@@ -50,6 +50,9 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
 
 
 def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
+    """Qwen2RMSNorm: normalised in float32, cast back, then scaled (one fused op for float32 input)."""
+    if x.dtype == torch.float32 and hasattr(F, "rms_norm"):
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
     return norm.weight * h.to(x.dtype)
