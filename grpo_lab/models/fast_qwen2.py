@@ -13,6 +13,11 @@ adds two savings an RL batch allows:
 - a static KV cache for sampling: keys and values for prompt + completion are allocated once and
   each new token's are written in place.
 
+The projections that read the same input (q|k|v, gate|up) run as one matrix product without
+holding a second copy of the weights for long (`_FusedLinear`, `FUSE_BYTES`), so that the peak
+memory of a step is the model state plus activations. A Qwen2Model trunk (PPO's critic) takes the
+same path through `completion_hidden`.
+
 `supports(model)` says whether a model can take this path; other models use the generic one,
 which stays the reference the tests compare against.
 """
