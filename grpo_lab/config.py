@@ -414,6 +414,7 @@ class Config:
         d["tracking"] = {}
         where = ("out_dir", "device", "threads", "strategy", "devices", "num_nodes")  # a run's result does not depend on these
         d["train"] = {k: v for k, v in d["train"].items() if k not in where}
+        d["optim"].pop("micro_batch_size")  # the same update in chunks: how it runs, not what
         return _hash(d)
 
     def sft_hash(self) -> str:

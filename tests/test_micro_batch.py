@@ -82,3 +82,8 @@ def test_token_mean_weighs_each_chunk_by_its_tokens(tiny_config):
 def test_negative_micro_batch_size_is_refused(tiny_config):
     with pytest.raises(ConfigError, match="micro_batch_size"):
         tiny_config(**{"optim.micro_batch_size": -1})
+
+
+def test_micro_batch_size_does_not_change_what_the_run_is(tiny_config):
+    assert tiny_config(**{"optim.micro_batch_size": 4}).config_hash() == tiny_config().config_hash()
+    assert tiny_config(**{"optim.minibatches": 2}).config_hash() != tiny_config().config_hash()

@@ -266,13 +266,13 @@ class PolicyModule(L.LightningModule):
         """One optimizer update from `loss`, a scalar tensor or an iterable of scalar tensors whose sum
         is the loss (gradient accumulation, e.g. `accumulate`); refuses a non-finite loss before
         touching the weights."""
-        parts = [loss] if isinstance(loss, torch.Tensor) else loss
         if isinstance(loss, torch.Tensor):
-            self._check_finite(loss, prefix)
+            self._check_finite(loss, prefix)  # before any lookup, so it holds outside a Trainer too
+            loss = [loss]
         opts = self.optimizers()
         optimizer = optimizer or (opts[0] if isinstance(opts, list) else opts)
         optimizer.zero_grad(set_to_none=True)
-        for part in parts:
+        for part in loss:
             self._check_finite(part, prefix)
             self.manual_backward(part)
         params = params if params is not None else [p for p in self.policy.parameters() if p.requires_grad]

@@ -93,6 +93,7 @@ class DPO(PooledModule):
         n, d = len(items), self.config.dpo
         sums: dict[str, float] = {}
         updates = 0
+
         def loss_of(pairs):
             rows = torch.cat([pairs, pairs + n])
             mb = batch.select(rows)
