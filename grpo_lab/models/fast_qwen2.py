@@ -47,10 +47,18 @@ def _trunk(model):
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     """Rows with identical prompts, wherever they sit: one row of each distinct prompt (U,) and each
-    row's distinct prompt (B,)."""
-    _, inverse = torch.unique(torch.cat([prompt_ids, prompt_mask.long()], dim=1), dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), prompt_ids.shape[0], dtype=torch.long, device=prompt_ids.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(prompt_ids.shape[0], device=prompt_ids.device), "amin")
+    row's distinct prompt (B,). Rows are grouped by a hash of their tokens and mask, and the
+    grouping is checked token by token; a collision falls back to comparing whole rows."""
+    rows = torch.cat([prompt_ids, prompt_mask.long()], dim=1)
+    weights = torch.randint(-2**62, 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(rows.shape[1]))
+    key = (rows * weights.to(rows.device)).sum(-1)  # int64, wrapping on overflow
+    _, inverse = torch.unique(key, return_inverse=True)
+    first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
+    first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
+    if not torch.equal(rows[first][inverse], rows):
+        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
+        first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
     return first, inverse
 
 
@@ -94,28 +102,26 @@ class _FusedLinear(torch.autograd.Function):
 
 
 def _fused_linear(x: torch.Tensor, weights, biases=()) -> tuple:
-    """The outputs of several projections of `x` (q, k, v or gate, up), as `weights` holds them: one
-    tensor (their concatenation, made once per call of the model: one product, split), a tuple under
-    autograd (`_FusedLinear`: one product, no copy kept), or a list (one product each, no copy)."""
-    if isinstance(weights, torch.Tensor):
-        sizes = getattr(weights, "sizes", None)
-        return F.linear(x, weights, biases if isinstance(biases, torch.Tensor) else None).split(sizes, dim=-1)
+    """The outputs of several projections of `x` (q, k, v or gate, up): a tuple under autograd
+    (`_FusedLinear`: one product, no copy kept), a list without (one product each, no copy)."""
     if isinstance(weights, tuple):
         return _FusedLinear.apply(x, len(weights), *weights, *biases).split([w.shape[0] for w in weights], dim=-1)
     return tuple(F.linear(x, w, b) for w, b in zip(weights, biases or [None] * len(weights)))
 
 
-# Without gradients, the q|k|v and gate|up weights are concatenated (one product instead of several,
-# which matters for small matrices) when the copies take at most this many bytes; above it the
-# projections run one by one, so that sampling never holds a second copy of a large model's weights.
+def _rotated(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """The rows of a q or k projection (weight (heads * D, in) or bias (heads * D,)) whose output is
+    `rotate_half` of the projection's output: per head, the second half negated, then the first."""
+    x = w.view(heads, 2, -1, *w.shape[1:])
+    return torch.cat([-x[:, 1], x[:, 0]], dim=1).reshape(w.shape)
+
+
+# Models whose q|k|v and gate|up weights take at most this many bytes run each layer as few, larger
+# operations: q|k|v and the rotated q|k in one product (rotary positions become one multiply-add),
+# gate|up in another, built once per call of the model (under autograd too, where the copy is held
+# until the backward). Above it the projections run one by one without a second copy of the weights
+# (`_FusedLinear` under autograd), so that a large model's step never holds its weights twice.
 FUSE_BYTES = 64 * 2**20
-
-
-def _concat(tensors: list) -> torch.Tensor:
-    """The tensors concatenated on dim 0, remembering each one's rows (`.sizes`) for the split."""
-    out = torch.cat(tensors)
-    out.sizes = [t.shape[0] for t in tensors]
-    return out
 
 
 class _Model:
@@ -130,24 +136,39 @@ class _Model:
         self.model = model
         self.trunk = trunk = _trunk(model)
         self.layers = list(trunk.layers)
-        self.heads = cfg.num_attention_heads
-        self.kv_heads = cfg.num_key_value_heads
-        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.heads = H = cfg.num_attention_heads
+        self.kv_heads = KV = cfg.num_key_value_heads
+        self.head_dim = D = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.rotary = trunk.rotary_emb
         self.dtype = trunk.embed_tokens.weight.dtype
-        # the projections that read the same input: under autograd one product each through
-        # `_FusedLinear`; without gradients concatenated once per call, or one by one when large
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
         fused_bytes = sum(p.numel() * p.element_size() for layer in self.layers
                           for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                                     layer.mlp.gate_proj, layer.mlp.up_proj) for p in m.parameters())
-        join = tuple if grad else (_concat if fused_bytes <= FUSE_BYTES else list)
+        self.fold = fused_bytes <= FUSE_BYTES
+        # without gradients the rotary's rotate_half is folded into the q|k|v product too (rows of the
+        # weight permuted and negated); under autograd that would add more to the product's backward
+        # than the elementwise rotation costs
+        self.rotate = self.fold and not grad
         self.fused = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
-            self.fused.append((join([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                               join([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                               join([mlp.gate_proj.weight, mlp.up_proj.weight])))
+            if self.fold:
+                qkv = [a.q_proj, a.k_proj, a.v_proj]
+                weights = [p.weight for p in qkv] + ([_rotated(a.q_proj.weight, H), _rotated(a.k_proj.weight, KV)]
+                                                     if self.rotate else [])
+                biases = None
+                if a.q_proj.bias is not None:
+                    biases = [p.bias for p in qkv] + ([_rotated(a.q_proj.bias, H), _rotated(a.k_proj.bias, KV)]
+                                                      if self.rotate else [])
+                self.fused.append((torch.cat(weights), None if biases is None else torch.cat(biases),
+                                   torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+            else:
+                join = tuple if grad else list
+                self.fused.append((join([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                                   join([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
+                                   join([mlp.gate_proj.weight, mlp.up_proj.weight])))
+        self.qk_width, self.v_width = (H + KV) * D, KV * D
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         embed = self.trunk.embed_tokens
@@ -171,31 +192,55 @@ class _Model:
         """Layer i's input (N, hidden) -> rotated queries (N, H, D), rotated keys and values (N, KV, D)."""
         qkv_w, qkv_b, _ = self.fused[i]
         x = _rms_norm(self.layers[i].input_layernorm, h)
-        q, k, v = _fused_linear(x, qkv_w, qkv_b)
-        N = h.shape[0]
-        q, k = q.view(N, self.heads, self.head_dim), k.view(N, self.kv_heads, self.head_dim)
-        return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, self.kv_heads, self.head_dim)
+        N, H, KV, D = h.shape[0], self.heads, self.kv_heads, self.head_dim
+        if self.rotate:
+            qk, v, rot = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width, self.qk_width], dim=-1)
+            qk = torch.addcmul(qk.view(N, H + KV, D) * cos, rot.view(N, H + KV, D), sin)
+        elif self.fold:
+            qk, v = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width], dim=-1)
+            qk = qk.view(N, H + KV, D)
+            qk = qk * cos + _rotate_half(qk) * sin
+        else:
+            q, k, v = _fused_linear(x, qkv_w, qkv_b)
+            q, k = q.view(N, H, D), k.view(N, KV, D)
+            return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, KV, D)
+        q, k = qk.split([H, KV], dim=1)
+        return q, k, v.view(N, KV, D)
 
     def finish(self, i: int, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """Residual after attention (attn (N, H*D)), then the MLP block."""
         layer, (_, _, gate_up) = self.layers[i], self.fused[i]
-        h = h + F.linear(attn, layer.self_attn.o_proj.weight)
-        gate, up = _fused_linear(_rms_norm(layer.post_attention_layernorm, h), gate_up)
-        return h + F.linear(F.silu(gate) * up, layer.mlp.down_proj.weight)
-
-    def attention(self, i: int, q, k, v, mask: torch.Tensor) -> torch.Tensor:
-        """q (B, H, Lq, D), k and v (B, KV, Lk, D), mask (B, 1, Lq, Lk) bool -> (B * Lq, H * D)."""
-        if self.kv_heads != self.heads:
-            k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
-            v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-        scale = self.layers[i].self_attn.scaling
-        if q.shape[2] == 1:  # one query per row (decoding): plain products beat the fused kernel here
-            scores = (q @ k.transpose(-1, -2)) * scale
-            a = scores.masked_fill(~mask, float("-inf")).softmax(-1, dtype=torch.float32).to(q.dtype) @ v
+        o = layer.self_attn.o_proj
+        h = torch.addmm(h, attn, o.weight.t()) if o.bias is None else h + F.linear(attn, o.weight, o.bias)
+        x = _rms_norm(layer.post_attention_layernorm, h)
+        if self.fold:
+            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
         else:
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
-        B, _, L, _ = q.shape
-        return a.transpose(1, 2).reshape(B * L, -1)
+            gate, up = _fused_linear(x, gate_up)
+        return torch.addmm(h, F.silu(gate) * up, layer.mlp.down_proj.weight.t())
+
+    def attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """q (B, Lq, H, D), k and v (B, KV, Lk, D), bias (B * KV, G * Lq, Lk) additive (`attention_bias`)
+        -> (B * Lq, H * D). The G = H / KV queries that share a key head are one batch entry of
+        plain batched products (no copies of keys for grouped-query attention; at these sizes the
+        products beat the fused attention kernel, forward and backward)."""
+        B, Lq, H, D = q.shape
+        KV = k.shape[1]
+        q = q.reshape(B, Lq, KV, H // KV, D).permute(0, 2, 3, 1, 4).reshape(B * KV, -1, D)
+        scores = torch.baddbmm(bias, q, k.reshape(B * KV, -1, D).transpose(1, 2), alpha=self.layers[i].self_attn.scaling)
+        if scores.dtype == torch.float32:
+            p = scores.softmax(-1)
+        else:  # softmax in float32, as the Hugging Face attention computes it
+            p = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+        a = torch.bmm(p, v.reshape(B * KV, -1, D))  # (B * KV, G * Lq, D)
+        return a.view(B, KV, H // KV, Lq, D).permute(0, 3, 1, 2, 4).reshape(B * Lq, H * D)
+
+    def attention_bias(self, allowed: torch.Tensor) -> torch.Tensor:
+        """Additive mask (B * KV, G * Lq, Lk) from a boolean (B, Lq, Lk) one: 0 where allowed, -inf elsewhere."""
+        B, Lq, Lk = allowed.shape
+        bias = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+        G = self.heads // self.kv_heads
+        return bias[:, None, None].expand(B, self.kv_heads, G, Lq, Lk).reshape(B * self.kv_heads, G * Lq, Lk)
 
 
 def _heads(x: torch.Tensor, rows: int) -> torch.Tensor:
@@ -203,11 +248,16 @@ def _heads(x: torch.Tensor, rows: int) -> torch.Tensor:
     return x.view(rows, -1, *x.shape[1:]).transpose(1, 2)
 
 
+def _rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """(rows * L, heads, D) -> (rows, L, heads, D)."""
+    return x.view(rows, -1, *x.shape[1:])
+
+
 def _causal(length: int, key_valid: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) causal mask over valid keys; a row always sees itself, so padding rows stay finite."""
+    """(B, L, L) causal mask over valid keys; a row always sees itself, so padding rows stay finite."""
     eye = torch.eye(length, dtype=torch.bool, device=key_valid.device)
     tril = torch.ones(length, length, dtype=torch.bool, device=key_valid.device).tril()
-    return (tril & (key_valid[:, None, :].bool() | eye))[:, None]
+    return tril & (key_valid[:, None, :].bool() | eye)
 
 
 def _prompt_positions(prompt_mask: torch.Tensor) -> torch.Tensor:
@@ -243,48 +293,57 @@ def _completion_states(m: _Model, prompt_ids, prompt_mask, completion_ids, compl
     c_ids, c_len = completion_ids[:, : T - 1], T - 1  # the tokens whose states are needed
     c_pos = p_mask.sum(-1, keepdim=True)[inverse] + torch.arange(c_len, device=p_ids.device)  # (B, T-1)
     cos, sin = m.rotary_tables(torch.cat([_prompt_positions(p_mask).reshape(-1), c_pos.reshape(-1)]))
-    p_attn = _causal(Lp, p_mask)  # (U, 1, Lp, Lp)
-    c_attn = torch.cat([p_mask[inverse][:, None, None, :].expand(-1, 1, c_len, -1),
-                        _causal(c_len, completion_mask[:, :c_len])], dim=-1)  # (B, 1, T-1, Lp + T-1)
+    p_bias = m.attention_bias(_causal(Lp, p_mask))
+    c_bias = m.attention_bias(torch.cat([p_mask[inverse][:, None, :].expand(-1, c_len, -1),
+                                         _causal(c_len, completion_mask[:, :c_len])], dim=-1))  # keys: prompt, completion
     n_p = U * Lp
     h = torch.cat([m.embed(p_ids), m.embed(c_ids)])  # (U*Lp + B*(T-1), hidden)
     for i in range(len(m.layers)):
         q, k, v = m.qkv(i, h, cos, sin)
-        qp, kp, vp = _heads(q[:n_p], U), _heads(k[:n_p], U), _heads(v[:n_p], U)
-        parts = [m.attention(i, qp, kp, vp, p_attn)]
+        (qp, qc), (kp, kc), (vp, vc) = (x.split([n_p, B * c_len]) for x in (q, k, v))
+        kp, vp = _heads(kp, U), _heads(vp, U)
+        parts = [m.attention(i, _rows(qp, U), kp, vp, p_bias)]
         if c_len:
-            qc, kc, vc = _heads(q[n_p:], B), _heads(k[n_p:], B), _heads(v[n_p:], B)
-            parts.append(m.attention(i, qc, torch.cat([kp[inverse], kc], dim=2), torch.cat([vp[inverse], vc], dim=2),
-                                     c_attn))
+            parts.append(m.attention(i, _rows(qc, B), torch.cat([kp[inverse], _heads(kc, B)], dim=2),
+                                     torch.cat([vp[inverse], _heads(vc, B)], dim=2), c_bias))
         h = m.finish(i, h, torch.cat(parts) if c_len else parts[0])
-    last = h[:n_p].view(U, Lp, -1)[:, -1][inverse][:, None]  # (B, 1, hidden): the prompt's last state
-    return torch.cat([last, h[n_p:].view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
+    hp, hc = h.split([n_p, B * c_len])
+    last = hp.view(U, Lp, -1)[:, -1][inverse][:, None]  # (B, 1, hidden): the prompt's last state
+    return torch.cat([last, hc.view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
 
 
 class StaticDecoder:
     """Sampling state over a preallocated KV cache: `first_logits()` after the (shared) prompt pass,
-    then `advance(token)` -> the next logits, one token per call."""
+    then `advance(token)` -> the next logits, one token per call. The rotary tables of every
+    decoding step and the additive mask are made once, up front; every step attends over the whole
+    cache, the positions not yet written masked (weight exactly 0), so each step's products have
+    the same shapes (small batched products vary several-fold in speed with their sizes)."""
 
     def __init__(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, max_new_tokens: int):
         self.m = m = _Model(model)
         first, inverse = prompt_groups(prompt_ids, prompt_mask)
         p_ids, p_mask = prompt_ids[first], prompt_mask[first].bool()
-        (B, Lp), U = prompt_ids.shape, p_ids.shape[0]
+        (B, Lp), U, device = prompt_ids.shape, p_ids.shape[0], prompt_ids.device
         self.Lp, self.t = Lp, 0
-        self.lengths = prompt_mask.long().sum(-1)  # (B,) position of each row's first completion token
-        self.key_valid = torch.zeros(B, 1, 1, Lp + max_new_tokens, dtype=torch.bool, device=prompt_ids.device)
-        self.key_valid[:, 0, 0, :Lp] = prompt_mask.bool()
+        L = Lp + max(max_new_tokens - 1, 0)  # the positions ever written: the last token is never run
+        allowed = torch.zeros(B, 1, L, dtype=torch.bool, device=device)
+        allowed[:, 0, :Lp] = prompt_mask.bool()
+        self.bias = m.attention_bias(allowed)  # (B * KV, G, L), a position opened as it is written
+        positions = prompt_mask.long().sum(-1) + torch.arange(max_new_tokens, device=device)[:, None]  # (steps, B)
+        cos, sin = m.rotary_tables(positions)
+        self.cos, self.sin = cos.view(max_new_tokens, B, 1, -1), sin.view(max_new_tokens, B, 1, -1)
         cos, sin = m.rotary_tables(_prompt_positions(p_mask))
-        mask = _causal(Lp, p_mask)
-        shape = (B, m.kv_heads, Lp + max_new_tokens, m.head_dim)
+        bias = m.attention_bias(_causal(Lp, p_mask))
+        shape = (B, m.kv_heads, L, m.head_dim)
         self.keys, self.values = [], []
         h = m.embed(p_ids)
         for i in range(len(m.layers)):
             q, k, v = m.qkv(i, h, cos, sin)
             k, v = _heads(k, U), _heads(v, U)
-            h = m.finish(i, h, m.attention(i, _heads(q, U), k, v, mask))
-            keys = torch.empty(shape, dtype=k.dtype, device=k.device)
-            values = torch.empty(shape, dtype=v.dtype, device=v.device)
+            h = m.finish(i, h, m.attention(i, _rows(q, U), k, v, bias))
+            # zeros, not empty: a masked position's weight is 0, and 0 times a stale NaN would not be
+            keys = torch.zeros(shape, dtype=k.dtype, device=device)
+            values = torch.zeros(shape, dtype=v.dtype, device=device)
             keys[:, :, :Lp] = k[inverse]
             values[:, :, :Lp] = v[inverse]
             self.keys.append(keys)
@@ -295,15 +354,14 @@ class StaticDecoder:
         return self._first
 
     def advance(self, token: torch.Tensor) -> torch.Tensor:
-        m, at = self.m, self.Lp + self.t
-        cos, sin = m.rotary_tables(self.lengths + self.t)
-        self.key_valid[..., at] = True
-        mask = self.key_valid[..., : at + 1]
+        m, at, t = self.m, self.Lp + self.t, self.t
+        self.bias[:, :, at] = 0.0
+        cos, sin = self.cos[t], self.sin[t]
         h = m.embed(token)  # (B, hidden)
         for i, (keys, values) in enumerate(zip(self.keys, self.values)):
             q, k, v = m.qkv(i, h, cos, sin)
             keys[:, :, at] = k
             values[:, :, at] = v
-            h = m.finish(i, h, m.attention(i, q[:, :, None], keys[:, :, : at + 1], values[:, :, : at + 1], mask))
+            h = m.finish(i, h, m.attention(i, q[:, None], keys, values, self.bias))
         self.t += 1
         return m.head(h)

@@ -6,15 +6,16 @@ import torch
 
 
 def encode_prompts(tokenizer, prompts: list[str], device=None):
-    """Left-padded prompt ids and mask, (B, Lp) each."""
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    """Left-padded prompt ids and mask, (B, Lp) each. Each distinct prompt is tokenized once (a
+    group's G rows carry the same prompt)."""
+    prompts = list(prompts)
+    distinct = list(dict.fromkeys(prompts))
+    encoded = dict(zip(distinct, tokenizer(distinct, add_special_tokens=False)["input_ids"]))
+    ids = [encoded[p] for p in prompts]
     width = max(len(x) for x in ids)
-    out = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        if x:
-            out[i, width - len(x):] = torch.tensor(x)
-            mask[i, width - len(x):] = 1
+    pad = tokenizer.pad_token_id
+    out = torch.tensor([[pad] * (width - len(x)) + x for x in ids], dtype=torch.long).reshape(len(ids), width)
+    mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], dtype=torch.long).reshape(len(ids), width)
     return out.to(device), mask.to(device)
 
 
