@@ -49,6 +49,14 @@ def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos, fuse, monkeypat
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
+def test_fast_sampler_matches_hf_sampler_on_one_row(kv_heads):
+    model, tokenizer = _model(kv_heads)
+    fast, ref = (_sample(model, tokenizer, ["3+4-5="], fast) for fast in (True, False))
+    assert torch.equal(fast.completion_ids, ref.completion_ids)
+    torch.testing.assert_close(fast.logprobs, ref.logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kv_heads", [None, 2])
 def test_fast_logprobs_and_gradients_match_hf_on_shuffled_rows(kv_heads):
     model, tokenizer = _model(kv_heads)
     ro = _sample(model, tokenizer, PROMPTS, False)

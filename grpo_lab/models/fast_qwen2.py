@@ -328,7 +328,8 @@ class StaticDecoder:
         L = Lp + max(max_new_tokens - 1, 0)  # the positions ever written: the last token is never run
         allowed = torch.zeros(B, 1, L, dtype=torch.bool, device=device)
         allowed[:, 0, :Lp] = prompt_mask.bool()
-        self.bias = m.attention_bias(allowed)  # (B * KV, G, L), a position opened as it is written
+        # (B * KV, G, L), its own memory (a position is opened in place as it is written)
+        self.bias = m.attention_bias(allowed).contiguous()
         positions = prompt_mask.long().sum(-1) + torch.arange(max_new_tokens, device=device)[:, None]  # (steps, B)
         cos, sin = m.rotary_tables(positions)
         self.cos, self.sin = cos.view(max_new_tokens, B, 1, -1), sin.view(max_new_tokens, B, 1, -1)
