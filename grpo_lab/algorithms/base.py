@@ -25,6 +25,7 @@ import torch
 
 from grpo_lab.evaluation import summarize
 from grpo_lab.rollout import Rollout, sample, token_logprobs
+from grpo_lab.rollout.sampler import inference
 from grpo_lab.rollout.encode import decode_completions, encode_prompts, token_char_ends
 
 
@@ -205,9 +206,8 @@ class PolicyModule(L.LightningModule):
                               rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
                               with_entropy=with_entropy)
 
-    @torch.no_grad()
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        return self.logprobs(rollout, policy=self.ref_policy)[0]
+        return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
 
     def minibatches(self, batch_size: int):
         """mu epochs of a fresh permutation each, split into the configured number of minibatches."""

@@ -43,6 +43,7 @@ from grpo_lab.core.aggregation import masked_fill_zero
 from grpo_lab.core.kl import kl_estimate
 from grpo_lab.core.objectives import effective_sample_size, importance_weights
 from grpo_lab.rollout.replay import ReplayBuffer, ReplayGroup
+from grpo_lab.rollout.sampler import inference
 
 WEIGHTING = {  # correction -> (level, mode) of core.objectives.importance_weights
     "tis": ("token", "truncate"), "mask": ("token", "mask"),
@@ -158,8 +159,7 @@ class OffPolicyGRPO(GRPO):
         is_replayed = torch.arange(len(versions)) >= fresh_rows
         advantages = self.compute_advantages(scored)
         behav_logp = rollout.logprobs
-        with torch.no_grad():
-            prox_logp = self.logprobs(rollout)[0]  # pi_prox: the learner's weights before this step's updates
+        prox_logp = inference(self.logprobs)(rollout)[0]  # pi_prox: the learner's weights before this step's updates
         mask = self.loss_mask(rollout)
         old_logp, weights = self.correction(prox_logp, behav_logp, mask)
         out.update(self.diagnostics(prox_logp, behav_logp, mask, weights, versions, is_replayed, step))

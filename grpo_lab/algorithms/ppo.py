@@ -33,6 +33,7 @@ from grpo_lab.core.aggregation import aggregate
 from grpo_lab.core.kl import kl_estimate
 from grpo_lab.core.value import clipped_value_loss
 from grpo_lab.models.critic import ValueModel
+from grpo_lab.rollout.sampler import inference
 
 
 def last_token_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -88,8 +89,7 @@ class PPO(GRPO):
         in_reward = ref_logp is not None and lc.kl_placement == "reward"
         kl = kl_estimate(old_logp, ref_logp, kind=lc.kl_estimator) if in_reward else None
         token_rewards = ppo_token_rewards(scored.rewards, mask, kl=kl, beta=lc.kl_beta)
-        with torch.no_grad():
-            old_values = self.values(rollout)
+        old_values = inference(self.values)(rollout)
         advantages, returns = gae(token_rewards, old_values, mask, gamma=cc.gamma, lam=cc.lam, whiten=cc.whiten)
         t2 = time.perf_counter()
         opts, schedules = self.optimizers(), self.lr_schedulers()

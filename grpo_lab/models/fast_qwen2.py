@@ -109,18 +109,10 @@ def _fused_linear(x: torch.Tensor, weights, biases=()) -> tuple:
     return tuple(F.linear(x, w, b) for w, b in zip(weights, biases or [None] * len(weights)))
 
 
-def _rotated(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """The rows of a q or k projection (weight (heads * D, in) or bias (heads * D,)) whose output is
-    `rotate_half` of the projection's output: per head, the second half negated, then the first."""
-    x = w.view(heads, 2, -1, *w.shape[1:])
-    return torch.cat([-x[:, 1], x[:, 0]], dim=1).reshape(w.shape)
-
-
-# Models whose q|k|v and gate|up weights take at most this many bytes run each layer as few, larger
-# operations: q|k|v and the rotated q|k in one product (rotary positions become one multiply-add),
-# gate|up in another, built once per call of the model (under autograd too, where the copy is held
-# until the backward). Above it the projections run one by one without a second copy of the weights
-# (`_FusedLinear` under autograd), so that a large model's step never holds its weights twice.
+# Models whose q|k|v and gate|up weights take at most this many bytes run each of them as one matrix
+# product over weights concatenated once per call of the model (under autograd too, where the copy
+# is held until the backward). Above it the projections run one by one without a second copy of the
+# weights (`_FusedLinear` under autograd), so that a large model's step never holds its weights twice.
 FUSE_BYTES = 64 * 2**20
 
 
@@ -146,22 +138,12 @@ class _Model:
                           for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                                     layer.mlp.gate_proj, layer.mlp.up_proj) for p in m.parameters())
         self.fold = fused_bytes <= FUSE_BYTES
-        # without gradients the rotary's rotate_half is folded into the q|k|v product too (rows of the
-        # weight permuted and negated); under autograd that would add more to the product's backward
-        # than the elementwise rotation costs
-        self.rotate = self.fold and not grad
         self.fused = []
         for layer in self.layers:
             a, mlp = layer.self_attn, layer.mlp
             if self.fold:
-                qkv = [a.q_proj, a.k_proj, a.v_proj]
-                weights = [p.weight for p in qkv] + ([_rotated(a.q_proj.weight, H), _rotated(a.k_proj.weight, KV)]
-                                                     if self.rotate else [])
-                biases = None
-                if a.q_proj.bias is not None:
-                    biases = [p.bias for p in qkv] + ([_rotated(a.q_proj.bias, H), _rotated(a.k_proj.bias, KV)]
-                                                      if self.rotate else [])
-                self.fused.append((torch.cat(weights), None if biases is None else torch.cat(biases),
+                self.fused.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
+                                   None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
                                    torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
             else:
                 join = tuple if grad else list
@@ -193,18 +175,13 @@ class _Model:
         qkv_w, qkv_b, _ = self.fused[i]
         x = _rms_norm(self.layers[i].input_layernorm, h)
         N, H, KV, D = h.shape[0], self.heads, self.kv_heads, self.head_dim
-        if self.rotate:
-            qk, v, rot = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width, self.qk_width], dim=-1)
-            qk = torch.addcmul(qk.view(N, H + KV, D) * cos, rot.view(N, H + KV, D), sin)
-        elif self.fold:
-            qk, v = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width], dim=-1)
-            qk = qk.view(N, H + KV, D)
-            qk = qk * cos + _rotate_half(qk) * sin
-        else:
+        if not self.fold:
             q, k, v = _fused_linear(x, qkv_w, qkv_b)
             q, k = q.view(N, H, D), k.view(N, KV, D)
             return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, KV, D)
-        q, k = qk.split([H, KV], dim=1)
+        qk, v = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width], dim=-1)  # q | k | v: one product
+        qk = qk.view(N, H + KV, D)
+        q, k = (qk * cos + _rotate_half(qk) * sin).split([H, KV], dim=1)  # q and k rotated together
         return q, k, v.view(N, KV, D)
 
     def finish(self, i: int, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,8 @@ Hugging Face path, which is the reference the lean one is tested against.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Optional
 
 import torch
@@ -48,6 +49,30 @@ class Rollout:
     def select(self, index: torch.Tensor) -> "Rollout":
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return Rollout(*(pick(getattr(self, f)) for f in self.__dataclass_fields__))
+
+
+def _ordinary(x):
+    """`x` with every inference tensor in it (tensors, tuples, dataclasses such as Rollout) cloned
+    into an ordinary tensor, which a later autograd graph may use and save."""
+    if isinstance(x, torch.Tensor):
+        return x.clone() if x.is_inference() else x
+    if isinstance(x, tuple):
+        return type(x)(*map(_ordinary, x)) if hasattr(x, "_fields") else tuple(map(_ordinary, x))
+    if is_dataclass(x) and not isinstance(x, type):
+        return type(x)(**{f.name: _ordinary(getattr(x, f.name)) for f in fields(x)})
+    return x
+
+
+def inference(fn):
+    """Run `fn` under `torch.inference_mode` (no autograd bookkeeping at all: cheaper per operation
+    than no_grad, which counts for the many small operations of sampling) and return its results as
+    ordinary tensors."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode():
+            out = fn(*args, **kwargs)
+        return _ordinary(out)
+    return wrapper
 
 
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -121,7 +146,7 @@ def _on_device(generator: Optional[torch.Generator], device: torch.device) -> Op
     return torch.Generator(device=device).manual_seed(seed)
 
 
-@torch.no_grad()
+@inference
 def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_new_tokens: int, eos_id: int,
            pad_id: int, temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
            generator: Optional[torch.Generator] = None, with_entropy: bool = False,
