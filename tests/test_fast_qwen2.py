@@ -32,10 +32,7 @@ def _sample(model, tokenizer, prompts, fast, seed=1, **kw):
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
 @pytest.mark.parametrize("suppress_eos", [False, True])
-@pytest.mark.parametrize("fuse", [True, False])
-def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos, fuse, monkeypatch):
-    if not fuse:  # projections one by one, as for a model whose concatenated weights would be large
-        monkeypatch.setattr(fast_qwen2, "FUSE_BYTES", 0)
+def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos):
     model, tokenizer = _model(kv_heads)
     assert supports(model)
     fast = _sample(model, tokenizer, PROMPTS, True, suppress_eos=suppress_eos)
@@ -49,9 +46,10 @@ def test_fast_sampler_matches_hf_sampler(kv_heads, suppress_eos, fuse, monkeypat
 
 
 @pytest.mark.parametrize("kv_heads", [None, 2])
-def test_fast_sampler_matches_hf_sampler_on_one_row(kv_heads):
+@pytest.mark.parametrize("prompts", [["3+4-5="], ["1+2=", "9=", "1+2=", "3+4-5=", "9="]], ids=["one_row", "interleaved"])
+def test_fast_sampler_matches_hf_sampler_on_other_layouts(kv_heads, prompts):
     model, tokenizer = _model(kv_heads)
-    fast, ref = (_sample(model, tokenizer, ["3+4-5="], fast) for fast in (True, False))
+    fast, ref = (_sample(model, tokenizer, prompts, fast) for fast in (True, False))
     assert torch.equal(fast.completion_ids, ref.completion_ids)
     torch.testing.assert_close(fast.logprobs, ref.logprobs, atol=1e-5, rtol=0)
 

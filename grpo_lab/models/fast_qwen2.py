@@ -3,9 +3,8 @@
 Same weights, same arithmetic: the parameters are read from the model at every call (an optimizer
 step is seen at once, gradients flow into them), and each layer computes what
 `Qwen2DecoderLayer.forward` computes (RMSNorm in float32, rotary positions, grouped-query
-attention through `scaled_dot_product_attention`, SwiGLU MLP, the model's head). What it leaves
-out is the generic model's per-call work (mask builders, cache objects, output records), and it
-adds two savings an RL batch allows:
+attention, SwiGLU MLP, the model's head). What it leaves out is the generic model's per-call work
+(mask builders, cache objects, output records), and it adds two savings an RL batch allows:
 
 - prompt sharing: the G completions of a prompt carry the same prompt; each distinct prompt runs
   once and its keys and values are shared by the rows that carry it. This
@@ -13,16 +12,21 @@ adds two savings an RL batch allows:
 - a static KV cache for sampling: keys and values for prompt + completion are allocated once and
   each new token's are written in place.
 
-The projections that read the same input (q|k|v, gate|up) run as one matrix product without
-holding a second copy of the weights for long (`_FusedLinear`, `FUSE_BYTES`), so that the peak
-memory of a step is the model state plus activations. A Qwen2Model trunk (PPO's critic) takes the
-same path through `completion_hidden`.
+At the sizes an RL step on a CPU runs (tens of rows per decoding step) the time goes to the number
+of operations more than to the arithmetic, so each layer is written in few of them: residuals
+added inside the matrix products, rotary positions as one roll, attention as two batched products
+with a precomputed additive mask. Every projection reads the model's own weight (no concatenated
+copies: they saved nothing measurable and would hold the weights twice), so the peak memory of a
+step is the model state plus activations. A Qwen2Model trunk (PPO's critic) takes the same path
+through `completion_hidden`.
 
 `supports(model)` says whether a model can take this path; other models use the generic one,
 which stays the reference the tests compare against.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -45,13 +49,17 @@ def _trunk(model):
     return model if type(model).__name__ == "Qwen2Model" else model.model
 
 
+@functools.lru_cache(maxsize=64)
+def _hash_weights(width: int) -> torch.Tensor:
+    return torch.randint(-2**62, 2**62, (width,), generator=torch.Generator().manual_seed(width))
+
+
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     """Rows with identical prompts, wherever they sit: one row of each distinct prompt (U,) and each
     row's distinct prompt (B,). Rows are grouped by a hash of their tokens and mask, and the
     grouping is checked token by token; a collision falls back to comparing whole rows."""
     rows = torch.cat([prompt_ids, prompt_mask.long()], dim=1)
-    weights = torch.randint(-2**62, 2**62, (rows.shape[1],), generator=torch.Generator().manual_seed(rows.shape[1]))
-    key = (rows * weights.to(rows.device)).sum(-1)  # int64, wrapping on overflow
+    key = (rows * _hash_weights(rows.shape[1]).to(rows.device)).sum(-1)  # int64, wrapping on overflow
     _, inverse = torch.unique(key, return_inverse=True)
     first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
     first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
@@ -71,53 +79,15 @@ def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
     return norm.weight * h.to(x.dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-class _FusedLinear(torch.autograd.Function):
-    """``x @ cat(weights).T (+ cat(biases))``: one matrix product over several projections that read
-    the same input (q|k|v, gate|up), with gradients for each weight. Unlike ``F.linear`` over a
-    ``torch.cat`` of the weights, it keeps no concatenated copy for the backward (a copy of nearly all
-    the layer's weights, held from forward to backward); the backward rebuilds it one layer at a time."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, n_weights: int, *params: torch.Tensor) -> torch.Tensor:
-        weights, biases = params[:n_weights], params[n_weights:]
-        ctx.n_weights = n_weights
-        ctx.save_for_backward(x, *weights)
-        return F.linear(x, torch.cat(weights), torch.cat(biases) if biases else None)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, *weights = ctx.saved_tensors
-        sizes = [w.shape[0] for w in weights]
-        needs = ctx.needs_input_grad
-        grad_x = grad @ torch.cat(weights) if needs[0] else None
-        grad_w = (grad.T @ x).split(sizes) if any(needs[2: 2 + ctx.n_weights]) else (None,) * ctx.n_weights
-        n_bias = len(needs) - 2 - ctx.n_weights
-        grad_b = grad.sum(0).split(sizes) if n_bias and any(needs[2 + ctx.n_weights:]) else (None,) * n_bias
-        return (grad_x, None, *grad_w, *grad_b)
-
-
-def _fused_linear(x: torch.Tensor, weights, biases=()) -> tuple:
-    """The outputs of several projections of `x` (q, k, v or gate, up): a tuple under autograd
-    (`_FusedLinear`: one product, no copy kept), a list without (one product each, no copy)."""
-    if isinstance(weights, tuple):
-        return _FusedLinear.apply(x, len(weights), *weights, *biases).split([w.shape[0] for w in weights], dim=-1)
-    return tuple(F.linear(x, w, b) for w, b in zip(weights, biases or [None] * len(weights)))
-
-
-# Models whose q|k|v and gate|up weights take at most this many bytes run each of them as one matrix
-# product over weights concatenated once per call of the model (under autograd too, where the copy
-# is held until the backward). Above it the projections run one by one without a second copy of the
-# weights (`_FusedLinear` under autograd), so that a large model's step never holds its weights twice.
-FUSE_BYTES = 64 * 2**20
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotary positions, ``x * cos + rotate_half(x) * sin``, with rotate_half(x) = (-x2, x1) written as
+    a roll of x times a sine whose first half is negated (`rotary_tables`): the same numbers, in
+    fewer operations."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 class _Model:
-    """The model's parts, shapes and fused projection weights, looked up once per call.
+    """The model's parts and shapes, looked up once per call.
 
     Hidden states are kept flat, (N, hidden) over all tokens of a call, so each projection is one
     matrix product over the prompt and the completion tokens together; attention alone sees the
@@ -128,29 +98,11 @@ class _Model:
         self.model = model
         self.trunk = trunk = _trunk(model)
         self.layers = list(trunk.layers)
-        self.heads = H = cfg.num_attention_heads
-        self.kv_heads = KV = cfg.num_key_value_heads
-        self.head_dim = D = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads
         self.rotary = trunk.rotary_emb
         self.dtype = trunk.embed_tokens.weight.dtype
-        grad = torch.is_grad_enabled() and any(p.requires_grad for p in model.parameters())
-        fused_bytes = sum(p.numel() * p.element_size() for layer in self.layers
-                          for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
-                                    layer.mlp.gate_proj, layer.mlp.up_proj) for p in m.parameters())
-        self.fold = fused_bytes <= FUSE_BYTES
-        self.fused = []
-        for layer in self.layers:
-            a, mlp = layer.self_attn, layer.mlp
-            if self.fold:
-                self.fused.append((torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                                   None if a.q_proj.bias is None else torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                                   torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
-            else:
-                join = tuple if grad else list
-                self.fused.append((join([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]),
-                                   join([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]),
-                                   join([mlp.gate_proj.weight, mlp.up_proj.weight])))
-        self.qk_width, self.v_width = (H + KV) * D, KV * D
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         embed = self.trunk.embed_tokens
@@ -164,37 +116,33 @@ class _Model:
         return F.linear(self.final_norm(h), lm.weight, lm.bias)
 
     def rotary_tables(self, positions: torch.Tensor):
-        """cos, sin (N, 1, D) for positions of any shape (flattened), as Qwen2RotaryEmbedding computes them."""
+        """cos and signed sin (N, 1, D) for positions of any shape (flattened): cos and sin as
+        Qwen2RotaryEmbedding computes them, the first half of sin negated (see `_rope`)."""
         freqs = positions.reshape(-1, 1).float() * self.rotary.inv_freq.to(device=positions.device, dtype=torch.float)
-        emb = torch.cat((freqs, freqs), dim=-1)
         scale = self.rotary.attention_scaling
-        return (emb.cos() * scale).to(self.dtype)[:, None], (emb.sin() * scale).to(self.dtype)[:, None]
+        cos = torch.cat((freqs, freqs), dim=-1).cos() * scale
+        sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1) * scale
+        return cos.to(self.dtype)[:, None], sin.to(self.dtype)[:, None]
 
     def qkv(self, i: int, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """Layer i's input (N, hidden) -> rotated queries (N, H, D), rotated keys and values (N, KV, D)."""
-        qkv_w, qkv_b, _ = self.fused[i]
+        a = self.layers[i].self_attn
         x = _rms_norm(self.layers[i].input_layernorm, h)
-        N, H, KV, D = h.shape[0], self.heads, self.kv_heads, self.head_dim
-        if not self.fold:
-            q, k, v = _fused_linear(x, qkv_w, qkv_b)
-            q, k = q.view(N, H, D), k.view(N, KV, D)
-            return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin, v.view(N, KV, D)
-        qk, v = F.linear(x, qkv_w, qkv_b).split([self.qk_width, self.v_width], dim=-1)  # q | k | v: one product
-        qk = qk.view(N, H + KV, D)
-        q, k = (qk * cos + _rotate_half(qk) * sin).split([H, KV], dim=1)  # q and k rotated together
-        return q, k, v.view(N, KV, D)
+        N, D = h.shape[0], self.head_dim
+        q = F.linear(x, a.q_proj.weight, a.q_proj.bias).view(N, self.heads, D)
+        k = F.linear(x, a.k_proj.weight, a.k_proj.bias).view(N, self.kv_heads, D)
+        v = F.linear(x, a.v_proj.weight, a.v_proj.bias).view(N, self.kv_heads, D)
+        return _rope(q, cos, sin), _rope(k, cos, sin), v
 
     def finish(self, i: int, h: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        """Residual after attention (attn (N, H*D)), then the MLP block."""
-        layer, (_, _, gate_up) = self.layers[i], self.fused[i]
-        o = layer.self_attn.o_proj
+        """Residual after attention (attn (N, H*D)), then the MLP block; each residual is added inside
+        its matrix product."""
+        layer = self.layers[i]
+        o, mlp = layer.self_attn.o_proj, layer.mlp
         h = torch.addmm(h, attn, o.weight.t()) if o.bias is None else h + F.linear(attn, o.weight, o.bias)
         x = _rms_norm(layer.post_attention_layernorm, h)
-        if self.fold:
-            gate, up = F.linear(x, gate_up).chunk(2, dim=-1)
-        else:
-            gate, up = _fused_linear(x, gate_up)
-        return torch.addmm(h, F.silu(gate) * up, layer.mlp.down_proj.weight.t())
+        act = F.silu(F.linear(x, mlp.gate_proj.weight)) * F.linear(x, mlp.up_proj.weight)
+        return torch.addmm(h, act, mlp.down_proj.weight.t())
 
     def attention(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """q (B, Lq, H, D), k and v (B, KV, Lk, D), bias (B * KV, G * Lq, Lk) additive (`attention_bias`)
@@ -312,20 +260,24 @@ class StaticDecoder:
         self.cos, self.sin = cos.view(max_new_tokens, B, 1, -1), sin.view(max_new_tokens, B, 1, -1)
         cos, sin = m.rotary_tables(_prompt_positions(p_mask))
         bias = m.attention_bias(_causal(Lp, p_mask))
-        shape = (B, m.kv_heads, L, m.head_dim)
-        self.keys, self.values = [], []
+        # every layer's keys and values in one block; the positions not yet written are zeros, not
+        # garbage: a masked position's weight is 0, and 0 times a stale NaN would not be
+        cache = torch.empty((len(m.layers), 2, B, m.kv_heads, L, m.head_dim), dtype=m.dtype, device=device)
+        cache[..., Lp:, :] = 0.0
+        G = B // U  # rows per prompt, when each prompt's rows sit together and are equally many
+        if B % U or not torch.equal(inverse, torch.arange(U, device=device).repeat_interleave(G)):
+            G = 0
+        self.keys, self.values = cache[:, 0], cache[:, 1]
         h = m.embed(p_ids)
         for i in range(len(m.layers)):
             q, k, v = m.qkv(i, h, cos, sin)
             k, v = _heads(k, U), _heads(v, U)
             h = m.finish(i, h, m.attention(i, _rows(q, U), k, v, bias))
-            # zeros, not empty: a masked position's weight is 0, and 0 times a stale NaN would not be
-            keys = torch.zeros(shape, dtype=k.dtype, device=device)
-            values = torch.zeros(shape, dtype=v.dtype, device=device)
-            keys[:, :, :Lp] = k[inverse]
-            values[:, :, :Lp] = v[inverse]
-            self.keys.append(keys)
-            self.values.append(values)
+            for part, new in ((self.keys[i], k), (self.values[i], v)):
+                if G:  # each prompt's rows together, G of them: one broadcast copy
+                    part.view(U, G, *part.shape[1:])[:, :, :, :Lp] = new[:, None]
+                else:
+                    part[:, :, :Lp] = new[inverse]
         self._first = m.head(h.view(U, Lp, -1)[:, -1])[inverse]  # (B, V)
 
     def first_logits(self) -> torch.Tensor:
