@@ -209,18 +209,44 @@ def completion_hidden(trunk, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
     return m.final_norm(_completion_states(m, prompt_ids, prompt_mask, completion_ids, completion_mask))
 
 
+def _sorted_groups(inverse: torch.Tensor, U: int):
+    """(order, G): when every distinct prompt has G rows, a stable order of the rows that puts each
+    prompt's rows together (None when they already are); (None, 0) when prompts have unequal rows."""
+    B = inverse.shape[0]
+    if B % U:
+        return None, 0
+    G = B // U
+    sorted_inverse, order = torch.sort(inverse, stable=True)
+    if not torch.equal(sorted_inverse, torch.arange(U, device=inverse.device).repeat_interleave(G)):
+        return None, 0
+    return (None if torch.equal(sorted_inverse, inverse) else order), G
+
+
 def _completion_states(m: _Model, prompt_ids, prompt_mask, completion_ids, completion_mask) -> torch.Tensor:
     """The residual stream (B, T, hidden) after the last layer at the positions that predict each
-    completion token, each distinct prompt run once."""
+    completion token, each distinct prompt run once. When every prompt has the same number of rows
+    they run sorted by prompt (and come back in the caller's order), so that a prompt's keys and
+    values reach its rows by broadcasting instead of a gather, whose backward is a scatter."""
     first, inverse = prompt_groups(prompt_ids, prompt_mask)
     p_ids, p_mask = prompt_ids[first], prompt_mask[first].bool()  # (U, Lp)
     (U, Lp), (B, T) = p_ids.shape, completion_ids.shape
+    order, G = _sorted_groups(inverse, U)
+    if order is not None:
+        inverse, completion_ids, completion_mask = inverse[order], completion_ids[order], completion_mask[order]
     c_ids, c_len = completion_ids[:, : T - 1], T - 1  # the tokens whose states are needed
     c_pos = p_mask.sum(-1, keepdim=True)[inverse] + torch.arange(c_len, device=p_ids.device)  # (B, T-1)
     cos, sin = m.rotary_tables(torch.cat([_prompt_positions(p_mask).reshape(-1), c_pos.reshape(-1)]))
     p_bias = m.attention_bias(_causal(Lp, p_mask))
     c_bias = m.attention_bias(torch.cat([p_mask[inverse][:, None, :].expand(-1, c_len, -1),
                                          _causal(c_len, completion_mask[:, :c_len])], dim=-1))  # keys: prompt, completion
+
+    def with_prompt(prompt_part: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """Each row's keys (or values): its prompt's (U, KV, Lp, D), then its own (B, KV, T-1, D)."""
+        if G:
+            shared = prompt_part[:, None].expand(U, G, *prompt_part.shape[1:])
+            return torch.cat([shared, own.view(U, G, *own.shape[1:])], dim=3).view(B, *own.shape[1:2], -1, own.shape[-1])
+        return torch.cat([prompt_part[inverse], own], dim=2)
+
     n_p = U * Lp
     h = torch.cat([m.embed(p_ids), m.embed(c_ids)])  # (U*Lp + B*(T-1), hidden)
     for i in range(len(m.layers)):
@@ -229,12 +255,13 @@ def _completion_states(m: _Model, prompt_ids, prompt_mask, completion_ids, compl
         kp, vp = _heads(kp, U), _heads(vp, U)
         parts = [m.attention(i, _rows(qp, U), kp, vp, p_bias)]
         if c_len:
-            parts.append(m.attention(i, _rows(qc, B), torch.cat([kp[inverse], _heads(kc, B)], dim=2),
-                                     torch.cat([vp[inverse], _heads(vc, B)], dim=2), c_bias))
+            parts.append(m.attention(i, _rows(qc, B), with_prompt(kp, _heads(kc, B)), with_prompt(vp, _heads(vc, B)),
+                                     c_bias))
         h = m.finish(i, h, torch.cat(parts) if c_len else parts[0])
     hp, hc = h.split([n_p, B * c_len])
     last = hp.view(U, Lp, -1)[:, -1][inverse][:, None]  # (B, 1, hidden): the prompt's last state
-    return torch.cat([last, hc.view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
+    states = torch.cat([last, hc.view(B, c_len, -1)], dim=1)  # position t-1 predicts token t
+    return states if order is None else states[torch.argsort(order)]
 
 
 class StaticDecoder:
