@@ -93,6 +93,15 @@ def test_prompt_groups_finds_identical_prompts_anywhere():
     assert inverse[0] == inverse[2] and inverse[1] == inverse[3] and inverse[4] not in (inverse[0], inverse[1])
 
 
+def test_prompt_groups_survive_a_hash_collision(monkeypatch):
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9], [0, 5, 6], [7, 8, 9], [0, 0, 4]])
+    mask = (ids != 0).long()
+    monkeypatch.setattr(fast_qwen2, "_hash_weights", lambda width: torch.zeros(width, dtype=torch.long))
+    first, inverse = prompt_groups(ids, mask)  # every row hashes alike; the check must catch it
+    assert len(first) == 3
+    assert torch.equal(ids[first][inverse], ids)
+
+
 def test_draw_is_multinomial_and_shards_by_rows():
     probs = torch.softmax(torch.randn(12, 17), -1)
     want = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(3)).squeeze(-1)

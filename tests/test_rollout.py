@@ -95,3 +95,27 @@ def test_tokenizer_saves_and_loads(tmp_path):
     assert again(text, add_special_tokens=False)["input_ids"] == tok(text, add_special_tokens=False)["input_ids"]
     assert again.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     assert (again.pad_token_id, again.eos_token_id) == (0, 1)
+
+
+def test_sampling_runs_under_inference_mode_and_hands_back_ordinary_tensors(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    ids, mask = encode_prompts(tok, PROMPTS)
+    ro = sample(model, ids, mask, max_new_tokens=4, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id,
+                generator=torch.Generator().manual_seed(0), with_entropy=True)
+    tensors = [ro.completion_ids, ro.completion_mask, ro.logprobs, ro.finished, ro.entropy]
+    assert not any(t.is_inference() for t in tensors)
+    # a later graph may save them (an inference tensor saved for backward raises)
+    w = torch.ones((), requires_grad=True)
+    (w * ro.logprobs * ro.completion_mask).sum().backward()
+    assert torch.isclose(w.grad, (ro.logprobs * ro.completion_mask).sum())
+    ro.completion_mask.mul_(1.0)  # and change them in place
+
+
+def test_prompts_encode_once_per_distinct_prompt_in_order(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    prompts = ["1+2=", "12+3=", "1+2=", "1="]
+    ids, mask = encode_prompts(tok, prompts)
+    for row, prompt in zip(range(len(prompts)), prompts):
+        alone, alone_mask = encode_prompts(tok, [prompt])
+        n = len(prompt)
+        assert ids[row, -n:].tolist() == alone[0].tolist() and mask[row].sum() == n == alone_mask.sum()

@@ -60,14 +60,19 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     grouping is checked token by token; a collision falls back to comparing whole rows."""
     rows = torch.cat([prompt_ids, prompt_mask.long()], dim=1)
     key = (rows * _hash_weights(rows.shape[1]).to(rows.device)).sum(-1)  # int64, wrapping on overflow
-    _, inverse = torch.unique(key, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
-    first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
-    if not torch.equal(rows[first][inverse], rows):
-        _, inverse = torch.unique(rows, dim=0, return_inverse=True)
-        first = torch.full((int(inverse.max()) + 1,), rows.shape[0], dtype=torch.long, device=rows.device)
-        first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0], device=rows.device), "amin")
+    inverse = torch.unique(key, return_inverse=True)[1]
+    first = _first_rows(inverse)
+    if not torch.equal(rows[first][inverse], rows):  # a collision: compare whole rows
+        inverse = torch.unique(rows, dim=0, return_inverse=True)[1]
+        first = _first_rows(inverse)
     return first, inverse
+
+
+def _first_rows(inverse: torch.Tensor) -> torch.Tensor:
+    """The first row of each group (U,), from each row's group (B,)."""
+    B = inverse.shape[0]
+    first = torch.full((int(inverse.max()) + 1,), B, dtype=torch.long, device=inverse.device)
+    return first.scatter_reduce(0, inverse, torch.arange(B, device=inverse.device), "amin")
 
 
 def _rms_norm(norm, x: torch.Tensor) -> torch.Tensor:
@@ -291,8 +296,8 @@ class StaticDecoder:
         # garbage: a masked position's weight is 0, and 0 times a stale NaN would not be
         cache = torch.empty((len(m.layers), 2, B, m.kv_heads, L, m.head_dim), dtype=m.dtype, device=device)
         cache[..., Lp:, :] = 0.0
-        G = B // U  # rows per prompt, when each prompt's rows sit together and are equally many
-        if B % U or not torch.equal(inverse, torch.arange(U, device=device).repeat_interleave(G)):
+        order, G = _sorted_groups(inverse, U)
+        if order is not None:  # G > 0 only when each prompt's rows already sit together
             G = 0
         self.keys, self.values = cache[:, 0], cache[:, 1]
         h = m.embed(p_ids)
