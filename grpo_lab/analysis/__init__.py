@@ -6,7 +6,8 @@
                    required_seeds
     validity.py    warnings: unequal compute, confounded configs, too few or missing seeds
     plots.py       learning curves with CI bands, final-metric dot plots (matplotlib Agg)
-    report.py      Claim, write_report -> results/<name>/README.md + PNGs
+    claims.py      Claim, analyse: per-arm estimates, comparisons, Holm, verdicts
+    report.py      write_report -> results/<name>/README.md + PNGs
 
 mlflow and matplotlib are imported only by the functions that need them.
 """

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from grpo_lab.analysis import report
+from grpo_lab.analysis import report, stats
 from grpo_lab.analysis.report import Claim, decide
 
 
@@ -96,7 +96,7 @@ def test_analyse_holm_family_and_verdicts():
     assert verdicts == [report.HOLDS, report.DOES_NOT_HOLD, report.HOLDS]
     raw = np.array([c.primary.pvalue for c in analysis.comparisons])
     assert [c.primary_holm for c in analysis.comparisons] == pytest.approx(
-        report.stats.holm(raw), nan_ok=True)
+        stats.holm(raw), nan_ok=True)
     assert analysis.metrics == ["eval/accuracy", "eval/len_correct"]
 
 
