@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from grpo_lab.evaluation import summarize
+from grpo_lab.models import fast_qwen2
 from grpo_lab.rollout import Rollout, sample, token_logprobs
 from grpo_lab.rollout.sampler import inference
 from grpo_lab.rollout.encode import decode_completions, encode_prompts, token_char_ends
@@ -137,8 +138,11 @@ class PolicyModule(L.LightningModule):
         if isinstance(examples, StepPrompts):
             rows = (examples.offset * group_size, examples.total * group_size)
         policy = policy or self.policy
-        was_training = policy.training
-        policy.eval()
+        # sampling runs in eval mode (no dropout); the lean Qwen2 path has no layer that depends on
+        # the mode, so a switch there (two walks over every module) would be work for nothing
+        switch = policy.training and not fast_qwen2.supports(policy)
+        if switch:
+            policy.eval()
         rollout = sample(
             policy, ids, mask, max_new_tokens=self.config.rollout.max_new_tokens,
             eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
@@ -146,7 +150,8 @@ class PolicyModule(L.LightningModule):
             greedy=greedy, generator=generator if generator is not None else self.sample_generator,
             with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows,
         )
-        policy.train(was_training)
+        if switch:
+            policy.train()
         return rollout
 
     def score(self, rollout: Rollout, examples: list, group_size: int) -> Scored:
