@@ -111,8 +111,9 @@ def matmul_rate(device: str, dtype: torch.dtype, n: int = 8192, reps: int = 10) 
     return 2 * n**3 * reps / (start.elapsed_time(end) / 1000)
 
 
-def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: int = 0) -> dict:
-    """Run `warmup + steps` RL steps of `config.method`'s module and return the benchmark record."""
+def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: int = 0) -> Optional[dict]:
+    """Run `warmup + steps` RL steps of `config.method`'s module and return the benchmark record
+    (None in the processes other than process 0 of a multi-process strategy)."""
     import lightning as L
 
     from grpo_lab.algorithms import module_class
@@ -134,7 +135,8 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
     clock = StepClock(torch.cuda.synchronize if device == "cuda" else None)
     # limit_train_batches, not max_steps: max_steps counts optimizer steps, and PPO makes two per RL step
     trainer = L.Trainer(
-        max_epochs=1, limit_train_batches=warmup + steps, accelerator=device, devices=1, logger=False,
+        max_epochs=1, limit_train_batches=warmup + steps, accelerator=device, devices=config.train.devices,
+        strategy=config.train.strategy, logger=False,
         enable_checkpointing=False,
         callbacks=[_timer_callback(clock)], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, precision="32-true",
@@ -142,6 +144,8 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module)
+    if not trainer.is_global_zero:  # under DDP, process 0 reports for the step
+        return None
     rows = [row for row in module.history if "perf/gen_s" in row][warmup:]
     times = clock.times(warmup)
     sec = statistics.median(times)
@@ -154,7 +158,7 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
         "hidden": config.model.hidden_size, "layers": config.model.num_layers, "params": params,
         "prompts": config.rollout.prompts_per_step, "gens": config.rollout.group_size,
         "max_new": config.rollout.max_new_tokens, "fixed_length": fixed_length, "steps": len(times),
-        "micro_batch": config.optim.micro_batch_size,
+        "micro_batch": config.optim.micro_batch_size, "devices": config.train.devices,
         "sec_per_step": sec, "sec_per_step_min": min(times), "cpu_sec_per_step": statistics.median(clock.times(warmup, cpu=True)),
         "completions_per_s": completions / sec,
         "tokens_per_s": tokens / sec, "tokens_per_step": tokens,
@@ -180,8 +184,9 @@ def _step_tokens(history: list[dict]) -> list[float]:
 def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8, max_new: int = 8,
           steps: int = 5, method: str = "grpo", device: str = "cpu", fixed_length: bool = False,
           dtype: Optional[str] = None, heads: Optional[int] = None, threads: int = 0, warmup: int = 2,
-          seed: int = 0, micro_batch: int = 0) -> dict:
-    """Build the config from the flags and run the benchmark."""
+          seed: int = 0, micro_batch: int = 0, devices: int = 1) -> Optional[dict]:
+    """Build the config from the flags and run the benchmark. `devices` > 1 runs the step in that
+    many DDP processes (each takes a slice of the step's prompts; threads are per process)."""
     from grpo_lab.config import ConfigError
     from grpo_lab.train import resolve_device
 
@@ -191,7 +196,8 @@ def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8
     dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
     config = bench_config(hidden=hidden, layers=layers, heads=heads, prompts=prompts, gens=gens, max_new=max_new,
                           method=method, device=device, dtype=dtype, steps=steps, warmup=warmup, seed=seed,
-                          overrides={"optim": {"micro_batch_size": micro_batch}})
+                          overrides={"optim": {"micro_batch_size": micro_batch},
+                                     "train": {"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}})
     return run_bench(config, warmup=warmup, fixed_length=fixed_length, threads=threads)
 
 

@@ -121,8 +121,9 @@ def cmd_bench(args) -> int:
     record = bench(hidden=args.hidden, layers=args.layers, heads=args.heads, prompts=args.prompts, gens=args.gens,
                    max_new=args.max_new, steps=args.steps, warmup=args.warmup, method=args.method,
                    device=args.device, dtype=args.dtype, fixed_length=args.fixed_length, threads=args.threads,
-                   seed=args.seed, micro_batch=args.micro_batch)
-    print(format_record(record))
+                   seed=args.seed, micro_batch=args.micro_batch, devices=args.devices)
+    if record is not None:  # the other DDP processes stay silent
+        print(format_record(record))
     return 0
 
 
@@ -190,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 keeps torch's default)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward/backward of the update, gradients accumulated (0: all at once)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="processes (DDP, each with a slice of the step's prompts and --threads threads)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench)
     return parser
