@@ -40,6 +40,7 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", ".*GPU available but not used.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*dataloader is not resumable.*")  # the data order is a function of the step
+    warnings.filterwarnings("ignore", ".*module\\(s\\) in eval mode.*")  # the frozen reference model, on purpose
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import transformers
