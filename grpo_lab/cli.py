@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward/backward of the update, gradients accumulated (0: all at once)")
     p.add_argument("--devices", type=int, default=1,
-                   help="processes (DDP, each with a slice of the step's prompts and --threads threads)")
+                   help="processes (DDP, each with a slice of the step's prompts; threads per process: "
+                        "--threads, or without it the CPU count / N, as Lightning sets it)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench)
     return parser
