@@ -1,0 +1,181 @@
+"""Golden runs: short runs of every method and the main switches on the tiny model, recorded as
+fixtures (per-step metrics, a hash of every token the sampler drew, hashes of the final weights and
+the config hashes), so that moving code can be checked against what the code computed before.
+
+    python tests/golden/scenarios.py            # write tests/golden/<name>.json for every scenario
+    python tests/golden/scenarios.py ppo_kl_reward   # only the named ones
+
+A fixture changes only in a commit that fixes a bug, and the commit message names the bug.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+CONFIG = {  # tests/conftest.py's TINY with a warm start that gets some answers right
+    "name": "golden",
+    "method": "grpo",
+    "seed": 0,
+    "task": {"name": "chain", "digits": 1, "min_terms": 2, "max_terms": 3, "train_size": 400, "eval_size": 32},
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64, "max_length": 32},
+    "sft": {"steps": 150, "lr": 1e-2, "batch_size": 16, "warmup_steps": 5},
+    "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 8},
+    "optim": {"lr": 1e-3},
+    "train": {"steps": 3, "eval_every": 2, "eval_prompts": 8, "eval_samples": 4},
+}
+OFF = {"method": "offpolicy_grpo", "offpolicy.staleness": 1, "offpolicy.replay": 2, "offpolicy.eta": 2,
+       "optim.epochs": 2}
+
+SCENARIOS: dict[str, dict] = {
+    "sft": {"method": "sft"},
+    "rft": {"method": "rft"},
+    "online_rft": {"method": "online_rft"},
+    "dpo": {"method": "dpo"},
+    "dpo_refresh": {"method": "dpo", "dpo.refresh_every": 2, "dpo.label_smoothing": 0.1, "train.steps": 4},
+    "ppo": {"method": "ppo"},
+    "ppo_kl_loss": {"method": "ppo", "loss.kl_beta": 0.05, "critic.whiten": False, "optim.minibatches": 2},
+    "ppo_kl_reward": {"method": "ppo", "loss.kl_beta": 0.05, "loss.kl_placement": "reward",
+                      "loss.kl_estimator": "k1", "critic.warmup": 1},
+    "grpo": {},
+    "grpo_process": {"advantage.estimator": "process"},
+    "grpo_rloo": {"advantage.estimator": "rloo", "loss.aggregation": "seq_mean_token_sum"},
+    "grpo_kl_loss": {"loss.kl_beta": 0.05, "loss.kl_estimator": "k2", "loss.entropy_coef": 0.01},
+    "grpo_kl_reward": {"loss.kl_beta": 0.05, "loss.kl_placement": "reward"},
+    "grpo_dynamic_sampling": {"rollout.dynamic_sampling": True, "rollout.max_sampling_rounds": 3},
+    "grpo_mask_truncated": {"rollout.mask_truncated": True, "rollout.max_new_tokens": 4},
+    "grpo_overlong": {"rollout.overlong_buffer": 3, "rollout.overlong_penalty": 0.5},
+    "grpo_gspo": {"loss.level": "sequence", "loss.clip_low": 3e-4, "loss.clip_high": 4e-4, "optim.epochs": 2,
+                  "optim.minibatches": 2},
+    "grpo_dapo": {"loss.aggregation": "token_mean", "loss.clip_high": 0.28, "loss.dual_clip": 3.0,
+                  "advantage.scale": "batch", "optim.epochs": 2, "optim.minibatches": 2},
+    "grpo_dr": {"loss.aggregation": "seq_mean_token_sum_norm", "advantage.scale": "none"},
+    "grpo_micro_batch": {"optim.micro_batch_size": 3, "loss.aggregation": "token_mean", "loss.kl_beta": 0.05},
+    "ppo_micro_batch": {"method": "ppo", "optim.micro_batch_size": 5},
+    "offpolicy_none": {**OFF, "offpolicy.correction": "none"},
+    "offpolicy_tis": {**OFF, "offpolicy.correction": "tis", "offpolicy.sampler_noise": 0.3},
+    "offpolicy_mask": {**OFF, "offpolicy.correction": "mask", "offpolicy.cap": 1.5},
+    "offpolicy_sequence_tis": {**OFF, "offpolicy.correction": "sequence_tis"},
+    "offpolicy_sequence_mask": {**OFF, "offpolicy.correction": "sequence_mask", "offpolicy.cap": 1.2},
+    "offpolicy_decoupled": {**OFF, "offpolicy.correction": "decoupled", "offpolicy.sampler_dtype": "bfloat16"},
+    "offpolicy_dynamic": {**OFF, "offpolicy.correction": "tis", "rollout.dynamic_sampling": True,
+                          "offpolicy.staleness": 2, "offpolicy.eta": 3},
+}
+
+
+def config_dict(name: str) -> dict:
+    """The scenario's whole config as a nested dict (paths left to the caller)."""
+    data = copy.deepcopy(CONFIG)
+    data["name"] = f"golden_{name}"
+    for key, value in SCENARIOS[name].items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return data
+
+
+def tensor_hash(named: dict) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(named):
+        t = named[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def weight_hashes(checkpoint: Path) -> dict:
+    """sha256 of the policy's and (PPO) the critic's final weights, keyed by model."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    out = {}
+    for model in ("policy", "critic"):
+        named = {k[len(model) + 1:]: v for k, v in state.items() if k.startswith(model + ".")}
+        if named:
+            out[model] = tensor_hash(named)
+            out[model + "_sum"] = float(sum(v.double().sum() for v in named.values()))
+    return out
+
+
+class TokenRecorder:
+    """Hashes every token the sampler draws (training and evaluation), in order."""
+
+    def __init__(self):
+        self.digest, self.count = hashlib.sha256(), 0
+
+    def __enter__(self):
+        from grpo_lab.rollout import sampler
+
+        self.module, self.original = sampler, sampler._next_token
+
+        def recording(*args, **kwargs):
+            token, logp = self.original(*args, **kwargs)
+            self.digest.update(token.cpu().numpy().astype("int64").tobytes())
+            self.count += token.numel()
+            return token, logp
+
+        sampler._next_token = recording
+        return self
+
+    def __exit__(self, *exc):
+        self.module._next_token = self.original
+
+
+def run_scenario(name: str, workdir: Path, sft_dir: Path) -> dict:
+    """Run the scenario in `workdir` and return what its fixture holds."""
+    from grpo_lab.config import from_dict
+    from grpo_lab.train import run
+
+    data = config_dict(name)
+    data["sft"]["cache_dir"] = str(sft_dir)
+    data.setdefault("train", {})["out_dir"] = str(workdir / "runs")
+    config = from_dict(data)
+    torch.set_num_threads(1)
+    with TokenRecorder() as tokens:
+        result = run(config, progress=False, log=False)
+    history = [{k: v for k, v in row.items() if not is_timing(k)} for row in result.history]
+    return {
+        "scenario": name,
+        "config": config_dict(name),
+        "config_hash": from_dict(config_dict(name)).config_hash(),  # with the default paths
+        "sft_hash": config.sft_hash(),
+        "tokens": {"count": tokens.count, "sha256": tokens.digest.hexdigest()},
+        "weights": weight_hashes(result.checkpoint),
+        "platform": platform(),
+        "history": history,
+    }
+
+
+def is_timing(key: str) -> bool:
+    """Wall-clock metrics, which no two runs share."""
+    return key.startswith("perf/") or key.endswith("_s")
+
+
+def platform() -> str:
+    return f"torch {torch.__version__} cpu {torch.backends.cpu.get_cpu_capability()}"
+
+
+def fixture_path(name: str) -> Path:
+    return HERE / f"{name}.json"
+
+
+def main(names: list[str]) -> None:
+    import tempfile
+
+    names = names or list(SCENARIOS)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            record = run_scenario(name, Path(tmp) / name, Path(tmp) / "sft")
+            fixture_path(name).write_text(json.dumps(record, indent=1) + "\n")
+            print(f"{name}: {len(record['history'])} rows, {record['tokens']['count']} tokens")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE.parent.parent))
+    main(sys.argv[1:])
