@@ -16,7 +16,7 @@ from grpo_lab.bench import bench, bench_config, format_record
 from grpo_lab.models import build_policy
 from grpo_lab.rollout import sample, token_logprobs
 from grpo_lab.rollout.encode import encode_prompts
-from grpo_lab.train import build_task_for
+from grpo_lab.runs.train import build_task_for
 
 
 def equivalence(dtype: str) -> dict:

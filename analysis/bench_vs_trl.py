@@ -36,7 +36,7 @@ def trl_bench(*, hidden: int, layers: int, prompts: int, gens: int, max_new: int
 
     from grpo_lab.bench import StepClock, bench_config
     from grpo_lab.models import build_policy
-    from grpo_lab.train import build_task_for, quiet
+    from grpo_lab.runs.train import build_task_for, quiet
 
     quiet()
     if threads:

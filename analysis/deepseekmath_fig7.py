@@ -59,10 +59,10 @@ def evaluate_pair(run: dict, *, samples: int, temperature: float | None, prompts
     """Metrics of the SFT checkpoint and of the run's final checkpoint on the run's held-out prompts."""
     import torch
 
-    from grpo_lab.algorithms import module_class
     from grpo_lab.config import load_config, with_overrides
+    from grpo_lab.engine import module_class
     from grpo_lab.models.policy import load_pretrained
-    from grpo_lab.train import build_task_for, quiet
+    from grpo_lab.runs.train import build_task_for, quiet
 
     quiet()
     config = load_config(run["config"])

@@ -42,14 +42,15 @@ def gc_stats(gc: torch.Tensor, mask: torch.Tensor) -> dict:
 
 
 def measure(config_path: str, overrides: list[str]) -> tuple[dict, dict]:
-    from grpo_lab.algorithms import module_class
-    from grpo_lab.algorithms.sft import pack_rows, warm_start
     from grpo_lab.config import load_config, with_overrides
     from grpo_lab.core import advantages as adv_lib
     from grpo_lab.core import paradigm
+    from grpo_lab.core.shaping import last_token_rewards
+    from grpo_lab.engine import module_class
     from grpo_lab.models.critic import ValueModel
-    from grpo_lab.algorithms.ppo import last_token_rewards
-    from grpo_lab.train import build_task_for, quiet
+    from grpo_lab.rollout.encode import pack_rows
+    from grpo_lab.runs.train import build_task_for, quiet
+    from grpo_lab.runs.warm_start import warm_start
 
     quiet()
     config = load_config(config_path, overrides)
@@ -74,7 +75,7 @@ def measure(config_path: str, overrides: list[str]) -> tuple[dict, dict]:
 
     # DPO: the pairs its module builds from this batch; reference = the SFT policy = pi_theta now
     dpo = module_class("dpo")(with_overrides(config, method="dpo", **{"loss.kl_beta": 0.0}), policy, tokenizer, task)
-    items = dpo.make_items(scored)
+    items = dpo.source.make_items(scored, G)
     if items:
         pairs = pack_rows([p for p, _, _ in items] * 2, [c for _, c, _ in items] + [r for _, _, r in items],
                           pad_id=tokenizer.pad_token_id)
@@ -97,12 +98,12 @@ def measure(config_path: str, overrides: list[str]) -> tuple[dict, dict]:
 
     # GRPO outcome and process: the advantages each GRPO module computes; the reference is the SFT
     # policy, equal to pi_theta at the first step, so the KL part of GC is 0 whatever beta is
-    outcome = module.compute_advantages(scored)
+    outcome = module.estimator(module, scored).advantages
     rows["grpo"] = gc_stats(paradigm.gradient_coefficient(
         "grpo", mask=mask, advantages=outcome, logp=logp, ref_logp=logp, beta=config.loss.kl_beta), mask)
     process_module = module_class("grpo")(with_overrides(config, **{"advantage.estimator": "process"}), policy,
                                           tokenizer, task)
-    process = process_module.compute_advantages(scored)
+    process = process_module.estimator(process_module, scored).advantages
     rows["grpo_process"] = gc_stats(paradigm.gradient_coefficient(
         "grpo", mask=mask, advantages=process, logp=logp, ref_logp=logp, beta=config.loss.kl_beta), mask)
 

@@ -67,14 +67,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
 
-    from grpo_lab.algorithms.base import PolicyModule
-    from grpo_lab.algorithms.ppo import PPO
     from grpo_lab.bench import bench
+    from grpo_lab.engine import Engine
 
     meter = PhaseMeter()
-    for name in ("generate", "ref_logprobs", "update"):
-        meter.wrap(PolicyModule, name)
-    meter.wrap(PPO, "values")
+    for name in ("generate", "ref_logprobs", "update", "values"):
+        meter.wrap(Engine, name)
     record = bench(method=args.method, hidden=args.hidden, layers=args.layers, prompts=args.prompts,
                    gens=args.gens, max_new=args.max_new, steps=args.steps, warmup=1, threads=args.threads,
                    fixed_length=True, micro_batch=args.micro_batch)

@@ -33,7 +33,7 @@ KEYS = ("eval/accuracy", "eval/greedy_accuracy", "eval/maj_at_8", "eval/pass_at_
 
 def run_arm(config_path: str, arm: str, seed: int, sets: list[str], log: bool) -> dict:
     from grpo_lab.config import load_config
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     overrides = [f"{k}={v}" for k, v in ARMS[arm].items()] + [f"seed={seed}"] + sets
     config = load_config(config_path, overrides)
@@ -98,9 +98,9 @@ def main() -> None:
     done = {(r["arm"], r["seed"]) for r in rows}
     todo = [(arm, seed) for seed in args.seeds for arm in args.methods if (arm, seed) not in done]
     if not args.report_only and todo:
-        from grpo_lab.algorithms.sft import warm_start
+        from grpo_lab.runs.warm_start import warm_start
         from grpo_lab.config import load_config
-        from grpo_lab.train import build_task_for
+        from grpo_lab.runs.train import build_task_for
 
         arm = todo[0][0]
         config = load_config(args.config, [f"{k}={v}" for k, v in ARMS[arm].items()] + args.set)

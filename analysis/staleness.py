@@ -1,6 +1,6 @@
 """Run the staleness grid (experiments/staleness.yaml) arm by arm and write results/staleness/README.md.
 
-A plain loop over grpo_lab.train.run: every arm x seed is one MLflow run tagged grpo_lab.grid,
+A plain loop over grpo_lab.runs.run: every arm x seed is one MLflow run tagged grpo_lab.grid,
 grpo_lab.arm and grpo_lab.factors; finished runs are kept in results/staleness/runs.jsonl and
 skipped on a rerun, so a killed loop resumes by running it again. The table goes to
 results/staleness/README.md.
@@ -35,7 +35,7 @@ def arm_name(factors: dict) -> str:
 
 
 def run_grid(grid_path: Path, out: Path, shard: tuple[int, int] = (0, 1)) -> None:
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     grid = yaml.safe_load(grid_path.read_text())
     base = load_config(grid_path.parent / grid["base"])

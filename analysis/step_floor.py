@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
     from grpo_lab.bench import bench, bench_config
     from grpo_lab.models import build_policy
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.train import build_task_for
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -116,9 +116,9 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
     (None in the processes other than process 0 of a multi-process strategy)."""
     import lightning as L
 
-    from grpo_lab.algorithms import module_class
+    from grpo_lab.engine import module_class
     from grpo_lab.models import build_policy
-    from grpo_lab.train import build_task_for, quiet, resolve_device
+    from grpo_lab.runs.train import build_task_for, quiet, resolve_device
 
     quiet()
     if threads:
@@ -188,7 +188,7 @@ def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8
     """Build the config from the flags and run the benchmark. `devices` > 1 runs the step in that
     many DDP processes (each takes a slice of the step's prompts; threads are per process)."""
     from grpo_lab.config import ConfigError
-    from grpo_lab.train import resolve_device
+    from grpo_lab.runs.train import resolve_device
 
     if warmup < 1 or steps < 1:
         raise ConfigError(f"bench needs --warmup >= 1 and --steps >= 1 (got {warmup} and {steps})")

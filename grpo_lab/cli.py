@@ -14,24 +14,30 @@ EXPECTED_ERRORS: tuple = ()
 
 
 def _expected_errors() -> tuple:
-    from grpo_lab.algorithms.base import TrainingError
-    from grpo_lab.config import ConfigError
-    from grpo_lab.models.policy import ModelError
-    from grpo_lab.tasks import TaskError
-    from grpo_lab.tracking import TrackingError
     from grpo_lab.analysis.report import ReportError
+    from grpo_lab.config import ConfigError
+    from grpo_lab.errors import TrainingError
+    from grpo_lab.methods import RegistryError
+    from grpo_lab.models.policy import ModelError
+    from grpo_lab.runs.tracking import TrackingError
+    from grpo_lab.tasks import TaskError
 
-    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, FileNotFoundError)
+    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, RegistryError,
+            FileNotFoundError)
 
 
 def cmd_train(args) -> int:
     from grpo_lab.config import load_config
-    from grpo_lab.train import run
 
     config = load_config(args.config, args.set)
+    from grpo_lab.methods import check_config
+
+    check_config(config)
+    from grpo_lab.runs import run
+
     resume = None
     if args.resume:
-        from grpo_lab.checkpoint import checkpoint_dir, last_checkpoint, read_resume_info
+        from grpo_lab.runs.checkpoint import checkpoint_dir, last_checkpoint, read_resume_info
 
         resume = last_checkpoint(config)
         if resume is None:
@@ -39,21 +45,8 @@ def cmd_train(args) -> int:
         else:
             print(f"grpo-lab: resuming from step {read_resume_info(resume)['step']} ({resume})", file=sys.stderr)
     result = run(config, progress=not args.no_progress, resume_from=resume)
-    print(format_result(result))
+    print(result.format())
     return 0
-
-
-def format_result(result) -> str:
-    keys = ["eval/accuracy", "eval/greedy_accuracy", f"eval/pass_at_{result.config.train.eval_samples}",
-            f"eval/maj_at_{result.config.train.eval_samples}", "eval/len_correct", "eval/len_wrong", "eval/entropy"]
-    lines = [f"| metric | before (step 0) | after (step {result.config.train.steps}) |", "|---|---|---|"]
-    for k in keys:
-        if k in result.metrics:
-            before = result.initial.get(k, float("nan"))
-            lines.append(f"| {k} | {before:.3f} | {result.metrics[k]:.3f} |")
-    where = [f"run: {result.config.run_name}  (MLflow run id {result.run_id})",
-             f"checkpoint: {result.checkpoint}"]
-    return "\n".join(lines + where)
 
 
 def cmd_paradigm(args) -> int:
@@ -100,7 +93,7 @@ def cmd_grid(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from grpo_lab.sweep import format_study, load_sweep, run_sweep
+    from grpo_lab.experiments.sweep import format_study, load_sweep, run_sweep
 
     sweep = load_sweep(args.file, storage=args.storage, n_trials=args.n_trials)
     study = run_sweep(sweep, progress=not args.no_progress)

@@ -18,8 +18,17 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 import yaml
 
+from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, is_result_key
+
 METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo")
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
+POLICY_OBJECTIVES = ("clipped", "cispo")
+
+
+def added(default: Any) -> Any:
+    """A field added after the first version: left out of the config and SFT hashes while it holds its
+    default, so the runs recorded before it existed keep their identity."""
+    return field(default=default, metadata={"added": True})
 
 
 class ConfigError(ValueError):
@@ -163,6 +172,7 @@ class LossConfig:
     kl_estimator: str = "k3"  # k1 | k2 | k3
     kl_placement: str = "loss"  # loss: beta * KL per token in the loss | reward: beta * summed KL subtracted from the reward
     entropy_coef: float = 0.0  # entropy bonus weight
+    objective: str = added("clipped")  # policy loss: clipped (PPO/GRPO surrogate) | cispo (clipped IS weight, stop-gradient)
 
     def __post_init__(self):
         _positive("loss.clip_low", self.clip_low)
@@ -181,6 +191,10 @@ class LossConfig:
                f"loss.level is sequence (GSPO) but loss.aggregation is {self.aggregation}; GSPO weighs each sequence "
                "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
+        _choice("loss.objective", self.objective, POLICY_OBJECTIVES)
+        _check(self.objective == "clipped" or (self.level == "token" and self.dual_clip is None),
+               f"loss.objective is {self.objective}, which clips the importance weight of each token; loss.level: "
+               "sequence and loss.dual_clip belong to the clipped surrogate, remove them")
 
 
 @dataclass(frozen=True)
@@ -208,7 +222,16 @@ class OptimConfig:
         return self.epochs * self.minibatches
 
 
-OFFPOLICY_CORRECTIONS = ("none", "tis", "mask", "sequence_tis", "sequence_mask", "decoupled")
+CORRECTION_PRESETS = {  # offpolicy.correction -> (clip_against, weight_level, cap_mode); core/corrections.py
+    "none": ("behaviour", "none", "truncate"),
+    "tis": ("proximal", "token", "truncate"),
+    "mask": ("proximal", "token", "mask"),
+    "sequence_tis": ("proximal", "sequence", "truncate"),
+    "sequence_mask": ("proximal", "sequence", "mask"),
+    "decoupled": ("proximal", "token", "none"),
+}
+OFFPOLICY_CORRECTIONS = tuple(CORRECTION_PRESETS)
+CLIP_AGAINST, WEIGHT_LEVELS, CAP_MODES = ("behaviour", "proximal"), ("none", "token", "sequence"), ("truncate", "mask", "none")
 
 
 @dataclass(frozen=True)
@@ -220,6 +243,9 @@ class OffPolicyConfig:
     cap: float = 2.0  # C: importance weights above it are truncated (tis) or dropped (mask)
     sampler_noise: float = 0.0  # std of Gaussian noise added to the sampler's logits (sampler/trainer mismatch)
     sampler_dtype: str = "float32"  # float32 | bfloat16: the sampler's copy of the weights
+    clip_against: Optional[str] = added(None)  # behaviour | proximal: the ratio the surrogate clips; None = the correction's
+    weight_level: Optional[str] = added(None)  # none | token | sequence: importance weight pi_prox/pi_behav; None = the correction's
+    cap_mode: Optional[str] = added(None)  # truncate | mask | none: weights above cap; None = the correction's
 
     def __post_init__(self):
         _positive("offpolicy.staleness", self.staleness, zero_ok=True)
@@ -229,9 +255,24 @@ class OffPolicyConfig:
         _check(self.cap > 1, f"offpolicy.cap is {self.cap}; it must be > 1 (e.g. 2.0)")
         _positive("offpolicy.sampler_noise", self.sampler_noise, zero_ok=True)
         _choice("offpolicy.sampler_dtype", self.sampler_dtype, ("float32", "bfloat16"))
+        for name, choices in (("clip_against", CLIP_AGAINST), ("weight_level", WEIGHT_LEVELS), ("cap_mode", CAP_MODES)):
+            if getattr(self, name) is not None:
+                _choice(f"offpolicy.{name}", getattr(self, name), choices)
         _check(self.staleness <= self.eta,
                f"offpolicy.staleness={self.staleness} exceeds offpolicy.eta={self.eta}, so every fresh sample "
                "would be dropped as too old; raise offpolicy.eta")
+
+    @property
+    def axes(self) -> tuple[str, str, str]:
+        """(clip_against, weight_level, cap_mode): the correction preset, with any axis set explicitly replacing its."""
+        preset = dict(zip(("clip_against", "weight_level", "cap_mode"), CORRECTION_PRESETS[self.correction]))
+        return tuple(getattr(self, k) or v for k, v in preset.items())
+
+    @property
+    def corrects(self) -> bool:
+        """Whether the surrogate is taken against pi_prox or weighted, which needs pi_prox recomputed."""
+        clip_against, level, _ = self.axes
+        return clip_against == "proximal" or level != "none"
 
     @property
     def mismatched(self) -> bool:
@@ -333,17 +374,9 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self):
-        _choice("method", self.method, METHODS)
-        if self.method in ("grpo", "offpolicy_grpo"):
-            _check(self.rollout.group_size >= 2,
-                   f"rollout.group_size is {self.rollout.group_size}; GRPO needs at least 2 completions per prompt "
-                   "to compute a group baseline")
-            _check(self.advantage.estimator in ("group", "rloo", "process"),
-                   f"advantage.estimator is {self.advantage.estimator!r}; GRPO uses group, rloo or process "
-                   "(gae needs a critic: use method: ppo)")
-        if self.advantage.estimator == "process":
-            _check(self.task.name == "chain",
-                   f"advantage.estimator is process but task {self.task.name!r} has no step rewards; use task.name: chain")
+        _check(self.method in METHODS or ":" in self.method,
+               f"method is {self.method!r}; choose one of {', '.join(METHODS)}, or name a recipe by import path "
+               "(my_pkg.recipes:my_method)")
         _check(self.rollout.batch_size % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
                f"{self.rollout.batch_size} completions; choose a divisor")
@@ -351,44 +384,23 @@ class Config:
                f"rollout.prompts_per_step={self.rollout.prompts_per_step} does not split over the "
                f"{self.train.world_size} processes of train.devices x train.num_nodes; choose a multiple")
         self._check_variants()
-        self._check_methods()
-
-    def _check_methods(self) -> None:
-        """Settings that only one method reads (README section `methods`)."""
-        m, est = self.method, self.advantage.estimator
-        _check(m == "ppo" or self.critic == CriticConfig(),
-               f"the critic section is set but method is {m}; only method: ppo has a critic, remove the critic section")
-        _check(m == "dpo" or self.dpo == DPOConfig(),
-               f"the dpo section is set but method is {m}; use method: dpo or remove the dpo section")
-        _check(m != "dpo" or self.rollout.group_size >= 2,
-               f"rollout.group_size is {self.rollout.group_size}; DPO pairs a correct and a wrong completion of one "
-               "prompt, so it needs at least 2 completions per prompt")
-        _check(m != "ppo" or est in ("group", "gae"),
-               f"advantage.estimator is {est}; PPO's advantages come from its critic (GAE), set advantage.estimator: gae")
-        _check(m in ("grpo", "offpolicy_grpo", "ppo") or est == "group",
-               f"advantage.estimator is {est} but method {m} uses no advantage estimator; remove it or use method: grpo")
-        _check(m in ("grpo", "offpolicy_grpo", "ppo") or self.loss.kl_beta == 0,
-               f"loss.kl_beta is {self.loss.kl_beta} but method {m} has no KL term (DPO's is dpo.beta); set loss.kl_beta: 0")
 
     def _check_variants(self) -> None:
-        """Switches that contradict each other (README section `variants`)."""
+        """Switches that contradict each other, whatever the method (README section `variants`); what a
+        method reads is checked against its recipe (`grpo_lab.methods.check_config`)."""
         ro, off = self.rollout, self.offpolicy
         _check(not ro.dynamic_sampling or ro.group_size >= 2,
                "rollout.dynamic_sampling needs rollout.group_size >= 2: a group of one always has zero variance")
         _check(self.advantage.estimator != "process" or (ro.overlong_buffer == 0 and self.loss.kl_placement == "loss"),
                "advantage.estimator is process, whose advantages come from step rewards alone, so an outcome-reward "
                "shaping (rollout.overlong_buffer, loss.kl_placement: reward) would be ignored; use estimator group")
-        _check(self.method == "offpolicy_grpo" or off == OffPolicyConfig(),
-               f"the offpolicy section is set but method is {self.method}; use method: offpolicy_grpo or remove it")
-        if self.method != "offpolicy_grpo":
-            return
-        _check(not (off.correction == "decoupled" and self.loss.level == "sequence"),
+        _check(not (off.axes == ("proximal", "token", "none") and self.loss.level == "sequence"),
                "offpolicy.correction decoupled (AReaL) weighs tokens by pi_prox/pi_behav and clips the token ratio; "
                "it cannot run with loss.level: sequence, use offpolicy.correction: sequence_tis instead")
         _check(((ro.prompts_per_step + off.replay) * ro.group_size) % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the batch of (prompts_per_step + "
                f"offpolicy.replay) x group_size = {(ro.prompts_per_step + off.replay) * ro.group_size}; choose a divisor")
-        if off.correction != "none" and not off.mismatched:
+        if off.corrects and not off.mismatched:
             import warnings
 
             warnings.warn(f"offpolicy.correction is {off.correction} but staleness, replay, sampler_noise and "
@@ -409,18 +421,39 @@ class Config:
         return flatten(self.to_dict())
 
     def config_hash(self) -> str:
-        """Identifies the run: every field except where results are written."""
-        d = self.to_dict()
-        d["tracking"] = {}
-        where = ("out_dir", "device", "threads", "strategy", "devices", "num_nodes")  # a run's result does not depend on these
-        d["train"] = {k: v for k, v in d["train"].items() if k not in where}
-        d["optim"].pop("micro_batch_size")  # the same update in chunks: how it runs, not what
+        """Identifies the run: every field that changes what it computes (`conventions.NOT_RESULT_KEYS`
+        are left out)."""
+        d = _identity(self)
+        for key in NOT_RESULT_KEYS:
+            section, leaf = key.split(".", 1)
+            if leaf == "*":
+                d[section] = {}
+            elif key in HASHED_AS:
+                d[section][leaf] = HASHED_AS[key]
+            else:
+                d[section].pop(leaf, None)
         return _hash(d)
 
     def sft_hash(self) -> str:
         """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
-        sft = {k: v for k, v in dataclasses.asdict(self.sft).items() if k != "cache_dir"}
-        return _hash({"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model), "sft": sft})
+        d = _identity(self)
+        sft = {k: v for k, v in d["sft"].items() if is_result_key(f"sft.{k}")}
+        return _hash({"task": d["task"], "model": d["model"], "sft": sft})
+
+
+def _identity(config) -> dict:
+    """`config` as a nested dict without the fields added after the first version that hold their
+    default (see `added`): what the hashes are taken over."""
+    def walk(obj) -> dict:
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("added") and value == f.default:
+                continue
+            out[f.name] = walk(value) if is_dataclass(value) else value
+        return out
+
+    return json.loads(json.dumps(walk(config), default=str))
 
 
 def _hash(d: dict) -> str:

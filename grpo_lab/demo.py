@@ -47,8 +47,7 @@ FIG5_DEMO = {
 
 
 def demo(*, progress: bool = True, fig5: bool = True) -> None:
-    from grpo_lab.cli import format_result
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     start = time.time()
     config = from_dict(DEMO)
@@ -56,7 +55,7 @@ def demo(*, progress: bool = True, fig5: bool = True) -> None:
           f"steps of {config.rollout.prompts_per_step} prompts x {config.rollout.group_size} samples on the chain task")
     result = run(config, progress=progress)
     print("\nHeld-out prompts, before (SFT checkpoint) and after GRPO:")
-    print(format_result(result))
+    print(result.format())
     uri = config.tracking.resolved_uri
     if fig5:
         demo_fig5(config, progress=progress)

@@ -16,7 +16,7 @@ WORKER = textwrap.dedent('''
     import lightning as L
     import torch
     from grpo_lab.config import from_dict
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     class SaveGradients(L.Callback):
         def on_train_batch_end(self, trainer, module, *args):
@@ -49,7 +49,7 @@ def test_two_process_ddp_step_has_the_one_process_gradients(tiny_config, tmp_pat
     two = tiny_config(**overrides, **{"train.strategy": "ddp", "train.devices": 2, "train.device": "cpu"})
     assert one.config_hash() == two.config_hash()  # the world size does not change what the run is
     # one process, in this process (it also writes the shared SFT warm start)
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     saver = _save_gradients(tmp_path / "one")
     run(one, progress=False, log=False, callbacks=[saver])

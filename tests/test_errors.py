@@ -43,7 +43,7 @@ def test_unknown_method(tmp_path, capsys):
 @pytest.mark.parametrize("override,expected", [
     ("optim.lr=-1", "optim.lr is -1"),
     ("rollout.top_p=1.5", "rollout.top_p is 1.5"),
-    ("rollout.group_size=1", "GRPO needs at least 2"),
+    ("rollout.group_size=1", "needs at least 2 completions per prompt"),
     ("loss.aggregation=mean", "loss.aggregation is 'mean'; choose one of token_mean"),
     ("optim.lr=fast", "optim.lr is 'fast'; it must be a float"),
     ("train.steps=0", "train.steps is 0; it must be > 0"),
@@ -97,9 +97,9 @@ class RaisingTask:
 
 
 def tiny_module(tiny_config, task_wrapper=None, **overrides):
-    from grpo_lab.algorithms import GRPO
+    from grpo_lab.engine import GRPO
     from grpo_lab.models import build_policy
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.train import build_task_for
 
     config = tiny_config(**overrides)
     task = build_task_for(config)
@@ -108,7 +108,7 @@ def tiny_module(tiny_config, task_wrapper=None, **overrides):
 
 
 def test_reward_function_that_raises_names_prompt_and_completion(tiny_config):
-    from grpo_lab.algorithms.base import RewardError
+    from grpo_lab.errors import RewardError
 
     module = tiny_module(tiny_config, RaisingTask)
     examples = module.prompts_for_step(0)
@@ -120,10 +120,10 @@ def test_reward_function_that_raises_names_prompt_and_completion(tiny_config):
 
 
 def test_non_finite_loss_is_refused_before_the_update(tiny_config):
-    from grpo_lab.algorithms.base import TrainingError
+    from grpo_lab.errors import TrainingError
 
     module = tiny_module(tiny_config)
     before = [p.detach().clone() for p in module.policy.parameters()]
     with pytest.raises(TrainingError, match="loss is nan at step 0; lower optim.lr"):
-        module.update(torch.tensor(math.nan, requires_grad=True))
+        module.update(torch.tensor(math.nan, requires_grad=True), module.objectives[0])
     assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))

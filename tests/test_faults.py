@@ -8,11 +8,11 @@ import mlflow
 import pytest
 import torch
 
-from grpo_lab.algorithms import RewardError, TrainingError
-from grpo_lab.checkpoint import checkpoint_dir, read_resume_info, run_dir
+from grpo_lab.errors import RewardError, TrainingError
+from grpo_lab.runs.checkpoint import checkpoint_dir, read_resume_info, run_dir
 from grpo_lab.cli import main
-from grpo_lab.tracking import TrackingError
-from grpo_lab.train import run
+from grpo_lab.runs.tracking import TrackingError
+from grpo_lab.runs import run
 
 
 @pytest.fixture(autouse=True)

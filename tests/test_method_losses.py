@@ -6,12 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from grpo_lab.algorithms.dpo import dpo_pair_loss
-from grpo_lab.algorithms.grpo import grpo_loss
-from grpo_lab.algorithms.ppo import last_token_rewards, ppo_token_rewards, value_loss
-from grpo_lab.algorithms.sft import supervised_loss
 from grpo_lab.config import LossConfig
 from grpo_lab.core.advantages import gae
+from grpo_lab.core.aggregation import aggregate
+from grpo_lab.core.preference import dpo_pair_loss
+from grpo_lab.core.shaping import last_token_rewards, token_rewards
+from grpo_lab.core.supervised import supervised_loss
+from grpo_lab.core.value import clipped_value_loss
+from grpo_lab.methods.objectives import policy_loss_from_config as grpo_loss
 from grpo_lab.core.kl import kl_estimate
 from grpo_lab.core.paradigm import gradient_coefficient
 
@@ -67,7 +69,7 @@ def test_ppo_module_loss_matches_eq18(placement):
     cfg = LossConfig(kl_beta=beta, kl_placement=placement, kl_estimator="k1" if placement == "reward" else "k3")
     outcome = torch.tensor([1.0, 0.0, 1.0, 0.0])
     kl = kl_estimate(logp.detach(), ref_logp, kind="k1") if placement == "reward" else None
-    rewards = ppo_token_rewards(outcome, mask, kl=kl, beta=beta)
+    rewards = token_rewards(outcome, mask, kl=kl, beta=beta)
     values = torch.randn(B, T, generator=gen)
     advantages = gae(rewards, values, mask, gamma=1.0, lam=0.95, whiten=True).advantages
     loss = grpo_loss(logp, logp.detach(), advantages, mask, cfg, norm=T,
@@ -84,7 +86,7 @@ def test_ppo_token_rewards_by_hand():
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
     assert last_token_rewards(torch.tensor([2.0, 3.0]), mask).tolist() == [[0, 0, 2, 0], [3, 0, 0, 0]]
     kl = torch.tensor([[0.1, -0.2, 0.3, 9.0], [0.5, 9.0, 9.0, 9.0]])
-    r = ppo_token_rewards(torch.tensor([2.0, 3.0]), mask, kl=kl, beta=0.5)
+    r = token_rewards(torch.tensor([2.0, 3.0]), mask, kl=kl, beta=0.5)
     torch.testing.assert_close(r, torch.tensor([[-0.05, 0.1, 1.85, 0.0], [2.75, 0.0, 0.0, 0.0]]))
 
 
@@ -94,7 +96,7 @@ def test_value_loss_clips_around_the_old_values():
     returns = torch.tensor([[1.0, 1.0, 5.0]])
     values = torch.tensor([[0.5, 2.0, 7.0]], requires_grad=True)
     # token 0: max((.5-1)^2, (.2-1)^2) = .64 -> .32; token 1: max((2-1)^2, (.2-1)^2) = 1 -> .5; mean .41
-    loss = value_loss(values, old, returns, mask, clip=0.2, aggregation="token_mean")
+    loss = aggregate(clipped_value_loss(values, old, returns, mask, clip=0.2), mask, "token_mean")
     assert float(loss) == pytest.approx(0.41)
     loss.backward()
     assert values.grad[0, 0] == 0 and values.grad[0, 2] == 0  # clipped branch and masked token: no gradient

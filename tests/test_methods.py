@@ -8,10 +8,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from grpo_lab.algorithms import MODULES, TrainingError
+from grpo_lab.engine import MODULES, TrainingError
 from grpo_lab.cli import main
 from grpo_lab.config import ConfigError
-from grpo_lab.train import run
+from grpo_lab.methods import check_config
+from grpo_lab.methods.advantages import step_reward_tensors
+from grpo_lab.runs import run
 
 ARMS = {
     "sft": {}, "rft": {}, "online_rft": {}, "dpo": {}, "ppo": {}, "grpo": {},
@@ -38,7 +40,7 @@ def method_config(tiny_config, sft_dir):
 
 
 def _moved(result, prefix="policy."):
-    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     start = AutoModelForCausalLM.from_pretrained(result.sft_path).state_dict()
     return [k for k, v in start.items() if not torch.equal(state[prefix + k], v)], state
 
@@ -72,7 +74,7 @@ def test_rft_samples_once_and_keeps_its_pool_in_the_checkpoint(method_config):
     # the whole run's samples are drawn from the SFT policy before the first update
     assert [r["budget/samples"] for r in rows] == [P * G * 3] * 3
     assert [("pool/items" in r) for r in rows] == [True, False, False]
-    pool = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["grpo_lab"]["pool"]
+    pool = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["grpo_lab"]["data"]["pool"]
     assert len(pool["items"]) == rows[0]["pool/items"] > 0
     assert sorted(i for b in pool["batches"] for i in b) == list(range(len(pool["items"])))
     assert len({(tuple(p), tuple(c)) for p, c in pool["items"]}) == len(pool["items"])  # deduplicated
@@ -104,7 +106,7 @@ def test_ppo_critic_warmup_trains_the_critic_alone(method_config):
 
 
 def test_ppo_has_two_optimizers_with_their_own_learning_rates(method_config):
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.train import build_task_for
     from grpo_lab.models import build_policy
 
     config = method_config("ppo", **{"critic.lr": 5e-3, "optim.lr": 2e-4})
@@ -126,7 +128,7 @@ def test_kl_in_the_reward_for_ppo(method_config):
 
 
 def test_process_supervision_rewards_the_finished_answer(method_config):
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.train import build_task_for
     from grpo_lab.models import build_policy
 
     config = method_config("grpo", **{"advantage.estimator": "process"})
@@ -136,7 +138,7 @@ def test_process_supervision_rewards_the_finished_answer(method_config):
     examples = module.train_examples[:4]
     scored = module.score(module.generate(examples, group_size=2), examples, 2)
     scored.rewards[:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    rewards, step_mask = module.step_reward_tensors(scored)
+    rewards, step_mask = step_reward_tensors(module, scored)
     mask = scored.rollout.completion_mask
     last = mask.sum(-1).long() - 1
     assert (step_mask[torch.arange(8), last] == 1).all()  # the last token is always a step end
@@ -146,18 +148,24 @@ def test_process_supervision_rewards_the_finished_answer(method_config):
 
 
 @pytest.mark.parametrize("dotted, match", [
-    ({"method": "grpo", "critic.lr": 1e-3}, "only method: ppo has a critic"),
-    ({"method": "grpo", "dpo.beta": 0.5}, "use method: dpo"),
+    ({"method": "grpo", "critic.lr": 1e-3}, "critic.lr is set .* method grpo never reads it; the methods that read it: ppo"),
+    ({"method": "grpo", "dpo.beta": 0.5}, "the methods that read it: dpo"),
     ({"method": "dpo", "rollout.group_size": 1}, "DPO pairs a correct and a wrong"),
-    ({"method": "grpo", "rollout.group_size": 1}, "GRPO needs at least 2"),
-    ({"method": "online_rft", "advantage.estimator": "process"}, "uses no advantage estimator"),
-    ({"method": "ppo", "advantage.estimator": "rloo"}, "advantage.estimator: gae"),
-    ({"method": "rft", "loss.kl_beta": 0.1}, "has no KL term"),
+    ({"method": "grpo", "rollout.group_size": 1}, "needs at least 2 completions per prompt"),
+    ({"method": "online_rft", "advantage.estimator": "process"}, "online_rft computes its advantages with indicator"),
+    ({"method": "ppo", "advantage.estimator": "rloo"}, "ppo computes its advantages with gae"),
+    ({"method": "rft", "loss.kl_beta": 0.1}, "rft never reads it; the methods that read it: ppo, grpo"),
     ({"method": "grpo", "advantage.estimator": "process", "task.name": "addition"}, "has no step rewards"),
+    ({"method": "grpo", "advantage.estimator": "gae"}, "gae needs a critic"),
+    ({"method": "grpo", "advantage.estimator": "rloo", "advantage.scale": "none"},
+     "grpo reads it only with advantage.estimator: group"),
+    ({"method": "ppo", "rollout.dynamic_sampling": True}, "the methods that read it: grpo, offpolicy_grpo"),
+    ({"method": "sft", "rollout.mask_truncated": True}, "the methods that read it: ppo, grpo, offpolicy_grpo"),
+    ({"method": "dpo", "loss.aggregation": "token_mean"}, "dpo never reads it"),
 ])
 def test_configs_that_make_no_sense_are_refused(tiny_config, dotted, match):
     with pytest.raises(ConfigError, match=match) as info:
-        tiny_config(**dotted)
+        check_config(tiny_config(**dotted))
     assert "\n" not in str(info.value)
 
 

@@ -9,10 +9,10 @@ import lightning as L
 import pytest
 import torch
 
-from grpo_lab.algorithms import module_class
+from grpo_lab.engine import module_class
 from grpo_lab.config import ConfigError
 from grpo_lab.models import build_policy
-from grpo_lab.train import build_task_for
+from grpo_lab.runs.train import build_task_for
 
 
 class DigitsTask:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from grpo_lab.cli import main
-from grpo_lab.train import run
+from grpo_lab.runs import run
 
 GRID = "tiny_report"
 ARMS = {"method=grpo": {"method": "grpo"}, "method=online_rft": {"method": "online_rft"}}

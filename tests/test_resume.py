@@ -13,9 +13,9 @@ import mlflow
 import pytest
 import torch
 
-from grpo_lab.checkpoint import checkpoint_dir, read_resume_info, run_dir
+from grpo_lab.runs.checkpoint import checkpoint_dir, read_resume_info, run_dir
 from grpo_lab.config import with_overrides
-from grpo_lab.train import run
+from grpo_lab.runs import run
 
 KILL_AT = 2
 

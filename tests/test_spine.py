@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from grpo_lab.evaluation import majority_correct, pass_at_k, summarize
-from grpo_lab.train import run
+from grpo_lab.runs import run
 
 
 def final_weights(result):
@@ -34,8 +34,8 @@ def test_eval_schedule_does_not_change_training(tiny_config):
 
 
 def test_sft_warm_start_is_cached_by_its_config(tiny_config, tmp_path):
-    from grpo_lab.algorithms.sft import warm_start
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.warm_start import warm_start
+    from grpo_lab.runs.train import build_task_for
 
     config = tiny_config()
     task = build_task_for(config)
@@ -57,7 +57,7 @@ def test_sft_warm_start_is_cached_by_its_config(tiny_config, tmp_path):
 
 def test_runs_from_a_local_hf_checkpoint(tiny_config, tmp_path):
     from grpo_lab.models import build_policy
-    from grpo_lab.train import build_task_for
+    from grpo_lab.runs.train import build_task_for
 
     config = tiny_config()
     policy, tokenizer = build_policy(config.model, build_task_for(config).alphabet)

@@ -10,7 +10,7 @@ import yaml
 from optuna.trial import TrialState
 
 from grpo_lab.cli import main
-from grpo_lab.sweep import SweepError, grid_values, load_sweep, open_study, redact
+from grpo_lab.experiments.sweep import SweepError, grid_values, load_sweep, open_study, redact
 
 
 @pytest.fixture(autouse=True)

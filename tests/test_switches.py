@@ -10,13 +10,25 @@ import lightning as L
 import pytest
 import torch
 
-from grpo_lab.algorithms import module_class
-from grpo_lab.algorithms.grpo import grpo_loss, overlong_punishment
+from grpo_lab.engine import module_class
+from grpo_lab.core.shaping import overlong_punishment
+from grpo_lab.methods.objectives import policy_loss_from_config as grpo_loss
 from grpo_lab.config import ConfigError, LossConfig
 from grpo_lab.core import advantages as adv_lib
 from grpo_lab.core.kl import kl_estimate
+from grpo_lab.methods.batch import Batch
 from grpo_lab.models import build_policy
-from grpo_lab.train import build_task_for, run
+from grpo_lab.runs.train import build_task_for, run
+
+
+def collect(module, step=0, policy=None):
+    """(kept batch or None, every batch drawn, sampling metrics) of the module's data source at `step`."""
+    return module.source.sample(module, step, policy or module.policy)
+
+
+def prepared(module, batch):
+    """`batch` after the step's advantage stage and each objective's preparation."""
+    return module.prepare(batch, {})
 
 
 def make_module(config):
@@ -111,11 +123,11 @@ def test_token_mean_weighs_every_token_equally():
 
 def test_module_uses_max_new_tokens_as_the_default_constant(tiny_config):
     module = make_module(tiny_config(**{"loss.aggregation": "seq_mean_token_sum_norm", "rollout.max_new_tokens": 6}))
-    batch = module.collect(0)
-    ro = batch.scored.rollout
-    adv = torch.ones(ro.completion_ids.shape[0])
+    batch = prepared(module, collect(module)[0])
+    ro = batch.rollout
+    batch.advantages = torch.ones(ro.completion_ids.shape[0])
     rows = torch.arange(ro.completion_ids.shape[0])
-    loss, _ = module.policy_loss(ro, adv, ro.logprobs.detach(), None, rows)
+    loss, _ = module.objectives[0].loss(module, batch, rows)
     # at the sampler's own weights the ratio is 1, so the loss is -sum_i |o_i| / (B * 6)
     assert loss.item() == pytest.approx(-(ro.lengths.sum() / (len(rows) * 6)).item(), rel=1e-4)
 
@@ -125,8 +137,7 @@ def test_module_uses_max_new_tokens_as_the_default_constant(tiny_config):
 def test_advantage_scale(tiny_config, scale):
     module = make_module(tiny_config(**{"advantage.scale": scale, "rollout.group_size": 4}))
     rewards = torch.tensor([0.0, 0, 0, 1, 0, 1, 0, 1])
-    batch = type("S", (), {"rewards": rewards})()
-    adv = module.compute_advantages(batch)
+    adv = module.estimator(module, Batch(None, rewards=rewards)).advantages
     centred = rewards - rewards.view(2, 4).mean(1).repeat_interleave(4)
     if scale == "none":  # Dr. GRPO: no division, the rare success of group 1 gets 0.75
         assert torch.allclose(adv, centred)
@@ -142,57 +153,59 @@ def test_dynamic_sampling_leaves_no_zero_variance_group(tiny_config):
                             "rollout.prompts_per_step": 4, "rollout.group_size": 4})
     module = make_module(config)
     module.task = FirstCharTask(module.task)
-    batch = module.collect(0)
-    assert batch.scored.rewards.numel() == 4 * 4  # the batch is full
-    assert not adv_lib.zero_std_groups(batch.scored.rewards, 4).any()
-    assert batch.stats["rollout/sampling_rounds"] > 1 and batch.stats["rollout/dropped_groups"] > 0
-    assert batch.stats["rollout/prompts_drawn"] == 4 * batch.stats["rollout/sampling_rounds"]
-    assert module.budget["samples"] == batch.stats["rollout/prompts_drawn"] * 4  # every sample drawn counts
+    kept, _, stats = collect(module)
+    assert kept.rewards.numel() == 4 * 4  # the batch is full
+    assert not adv_lib.zero_std_groups(kept.rewards, 4).any()
+    assert stats["rollout/sampling_rounds"] > 1 and stats["rollout/dropped_groups"] > 0
+    assert stats["rollout/prompts_drawn"] == 4 * stats["rollout/sampling_rounds"]
+    assert module.budget["samples"] == stats["rollout/prompts_drawn"] * 4  # every sample drawn counts
     # the extra prompts are a pure function of (seed, step, round)
-    assert [e.prompt for e in module.extra_prompts(0, 1)] == [e.prompt for e in make_module(config).extra_prompts(0, 1)]
-    assert module.extra_prompts(0, 1) != module.extra_prompts(0, 2)
+    other = make_module(config)
+    assert ([e.prompt for e in module.source.extra_prompts(module, 0, 1)]
+            == [e.prompt for e in other.source.extra_prompts(other, 0, 1)])
+    assert module.source.extra_prompts(module, 0, 1) != module.source.extra_prompts(module, 0, 2)
     # without the switch the same data keeps its zero-variance groups
     off = make_module(tiny_config(**{"rollout.prompts_per_step": 4, "rollout.group_size": 4}))
     off.task = FirstCharTask(off.task)
-    plain = off.collect(0)
-    assert adv_lib.zero_std_groups(plain.scored.rewards, 4).any()
+    assert adv_lib.zero_std_groups(collect(off)[0].rewards, 4).any()
 
 
 def test_dynamic_sampling_stops_at_the_round_cap(tiny_config):
     module = make_module(tiny_config(**{"rollout.dynamic_sampling": True, "rollout.max_sampling_rounds": 2}))
-    batch = module.collect(0)  # the untrained policy is never right: every group has zero variance
-    assert batch.scored is None
-    assert batch.stats["rollout/sampling_rounds"] == 2 and batch.stats["rollout/dropped_groups"] == 8
+    kept, _, stats = collect(module)  # the untrained policy is never right: every group has zero variance
+    assert kept is None
+    assert stats["rollout/sampling_rounds"] == 2 and stats["rollout/dropped_groups"] == 8
 
 
 # ----- overlong handling ------------------------------------------------------------------------
 def test_soft_overlong_punishment_matches_eq_13():
     lengths = torch.tensor([4, 12, 13, 14, 15, 16, 17])  # L_max 16, L_cache 4: free up to 12
     expected = torch.tensor([0.0, 0.0, -0.25, -0.5, -0.75, -1.0, -1.0])
-    assert torch.allclose(overlong_punishment(lengths, 16, 4), expected)
+    assert torch.allclose(overlong_punishment(lengths, max_len=16, buffer=4), expected)
 
 
 def test_overlong_penalty_is_added_to_the_reward(tiny_config):
     module = make_module(tiny_config(**{"rollout.max_new_tokens": 8, "rollout.overlong_buffer": 4,
                                         "rollout.overlong_penalty": 0.5}))
-    batch = module.collect(0)
-    ro = batch.drawn.rollout
+    drawn = collect(module)[1]
+    ro = drawn.rollout
     task_rewards = torch.tensor([module.task.reward(e, t, f) for e, t, f in
-                                 zip(batch.drawn.examples, batch.drawn.texts, ro.finished.tolist())])
-    expected = task_rewards + 0.5 * overlong_punishment(ro.lengths, 8, 4)
-    assert torch.allclose(batch.drawn.rewards, expected)
+                                 zip(drawn.examples, drawn.texts, ro.finished.tolist())])
+    expected = task_rewards + 0.5 * overlong_punishment(ro.lengths, max_len=8, buffer=4)
+    assert torch.allclose(drawn.rewards, expected)
     assert (ro.lengths > 4).any()  # the untrained policy rambles: the penalty was exercised
 
 
 def test_mask_truncated_zeroes_the_gradient_of_truncated_completions(tiny_config):
     module = make_module(tiny_config(**{"rollout.mask_truncated": True, "rollout.max_new_tokens": 4}))
-    ro = module.collect(0).scored.rollout
+    batch = prepared(module, collect(module)[0])
+    ro = batch.rollout
     truncated = ~ro.finished
     assert truncated.any() and ro.finished.any()
     logp = module.logprobs(ro)[0]
     logp.retain_grad()
     adv = torch.randn(len(truncated))
-    loss, _ = grpo_loss(logp, ro.logprobs, adv, module.loss_mask(ro), module.config.loss, norm=4.0)
+    loss, _ = grpo_loss(logp, ro.logprobs, adv, batch.mask, module.config.loss, norm=4.0)
     loss.backward()
     assert (logp.grad[truncated] == 0).all()
     assert (logp.grad[ro.finished].abs().sum(-1) > 0).all()
@@ -239,15 +252,15 @@ def test_kl_in_the_reward_is_subtracted_before_the_group_normalisation(tiny_conf
     with torch.no_grad():  # make the reference differ from the policy
         for p in module.ref_policy.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    batch = module.collect(0)
-    ro = batch.drawn.rollout
+    _, drawn, stats = collect(module)
+    ro = drawn.rollout
     ref = module.ref_logprobs(ro)
     kl = ((ro.logprobs - ref) * ro.completion_mask).sum(-1)
     task_rewards = torch.zeros_like(kl)  # the untrained policy is never right
-    assert torch.allclose(batch.drawn.rewards, task_rewards - 0.5 * kl, atol=1e-5)
-    assert batch.stats["rollout/kl_penalty"] == pytest.approx(float(0.5 * kl.mean()), rel=1e-4)
+    assert torch.allclose(drawn.rewards, task_rewards - 0.5 * kl, atol=1e-5)
+    assert stats["rollout/kl_penalty"] == pytest.approx(float(0.5 * kl.mean()), rel=1e-4)
     # with all task rewards 0, the advantage now ranks completions by their KL to the reference
-    adv = module.compute_advantages(batch.drawn)
+    adv = module.estimator(module, drawn).advantages
     assert adv.abs().sum() > 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import torch
 
-from grpo_lab.train import run
+from grpo_lab.runs import run
 
 
 def test_grpo_run_end_to_end(tiny_config):

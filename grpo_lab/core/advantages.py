@@ -56,6 +56,27 @@ def group_relative(
     return centered.reshape(-1)
 
 
+def reinforce_plus_plus(rewards: torch.Tensor, group_size: int = 1, *, eps: float = 1e-6) -> torch.Tensor:
+    """REINFORCE++ outcome advantage with a global baseline normalisation, (B,) -> (B,).
+    Hu et al. (2501.03262), papers.md §7:
+
+    ``A~_i = r_i - mean_group(r)`` (REINFORCE++-baseline, G > 1) or ``r_i - mean_batch(r)`` (G = 1),
+    then ``A_i = A~_i / (std_batch(A~) + eps)`` over every sample of the batch (std with Bessel's
+    correction). Unlike GRPO's group std, one scale for the whole batch: a group whose rewards
+    barely differ keeps small advantages.
+    """
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if group_size == 1:
+        centered = rewards.detach() - rewards.detach().mean()
+    else:
+        grouped = _grouped(rewards, group_size, min_size=2)  # (P, G)
+        centered = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+    if centered.numel() < 2:
+        return centered
+    return centered / (centered.std() + eps)
+
+
 def zero_std_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(B,) rewards -> (P,) bool, True where all G rewards of a prompt are equal (zero advantage).
 

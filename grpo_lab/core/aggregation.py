@@ -14,14 +14,6 @@ from __future__ import annotations
 
 import torch
 
-AGGREGATION_MODES = (
-    "token_mean",
-    "seq_mean_token_mean",
-    "seq_mean_token_sum",
-    "seq_mean_token_sum_norm",
-)
-
-
 def masked_fill_zero(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``m * x`` with exact zeros where ``m == 0``, even when ``x`` holds huge values there. Shapes (B, T)."""
     return torch.where(mask > 0, x * mask, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -32,6 +24,35 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_fill_zero(x, mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: float | None) -> torch.Tensor:
+    return masked.sum() / mask.sum().clamp(min=1.0)
+
+
+def _seq_mean_token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: float | None) -> torch.Tensor:
+    return (masked.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1.0)).mean()
+
+
+def _seq_mean_token_sum(masked: torch.Tensor, mask: torch.Tensor, norm: float | None) -> torch.Tensor:
+    return masked.sum(dim=-1).mean()
+
+
+def _seq_mean_token_sum_norm(masked: torch.Tensor, mask: torch.Tensor, norm: float | None) -> torch.Tensor:
+    if norm is None:
+        norm = mask.shape[-1]
+    if norm <= 0:
+        raise ValueError(f"norm must be positive, got {norm}")
+    return (masked.sum(dim=-1) / norm).mean()
+
+
+AGGREGATIONS = {  # mode -> reduction of the masked per-token loss (B, T) to a scalar
+    "token_mean": _token_mean,
+    "seq_mean_token_mean": _seq_mean_token_mean,
+    "seq_mean_token_sum": _seq_mean_token_sum,
+    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
+}
+AGGREGATION_MODES = tuple(AGGREGATIONS)
+
+
 def aggregate(
     per_token: torch.Tensor, mask: torch.Tensor, mode: str, *, norm: float | None = None
 ) -> torch.Tensor:
@@ -40,18 +61,6 @@ def aggregate(
     ``norm`` is only used by ``seq_mean_token_sum_norm`` (default ``mask.shape[-1]``, the generation
     budget T, as in Dr. GRPO's ``(loss * mask).sum(-1) / MAX_TOKENS``).
     """
-    if mode not in AGGREGATION_MODES:
+    if mode not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation mode {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")
-    masked = masked_fill_zero(per_token, mask)  # (B, T)
-    if mode == "token_mean":
-        return masked.sum() / mask.sum().clamp(min=1.0)
-    seq_sum = masked.sum(dim=-1)  # (B,)
-    if mode == "seq_mean_token_mean":
-        return (seq_sum / mask.sum(dim=-1).clamp(min=1.0)).mean()
-    if mode == "seq_mean_token_sum":
-        return seq_sum.mean()
-    if norm is None:
-        norm = mask.shape[-1]
-    if norm <= 0:
-        raise ValueError(f"norm must be positive, got {norm}")
-    return (seq_sum / norm).mean()
+    return AGGREGATIONS[mode](masked_fill_zero(per_token, mask), mask, norm)

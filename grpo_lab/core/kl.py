@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import torch
 
-KL_KINDS = ("k1", "k2", "k3")
+KL_ESTIMATORS = {  # kind -> k(x) with x = log(pi_ref / pi_theta)
+    "k1": lambda x: -x,
+    "k2": lambda x: 0.5 * x**2,
+    "k3": lambda x: torch.exp(x) - x - 1.0,
+}
+KL_KINDS = tuple(KL_ESTIMATORS)
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
@@ -22,11 +27,6 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
 
     No mask is taken: reduce the result with ``aggregation.aggregate``, which ignores masked tokens.
     """
-    if kind not in KL_KINDS:
+    if kind not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator kind {kind!r}; choose one of {', '.join(KL_KINDS)}")
-    log_ratio = ref_logp - logp  # log(pi_ref / pi_theta)
-    if kind == "k1":
-        return -log_ratio
-    if kind == "k2":
-        return 0.5 * log_ratio**2
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    return KL_ESTIMATORS[kind](ref_logp - logp)

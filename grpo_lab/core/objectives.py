@@ -1,13 +1,14 @@
-"""Policy objectives: the PPO/GRPO clipped surrogate and importance weights for off-policy data."""
+"""Policy objectives: the PPO/GRPO clipped surrogate, CISPO, and importance weights for off-policy data."""
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from grpo_lab.core.aggregation import masked_fill_zero, masked_mean
+from grpo_lab.core.aggregation import aggregate, masked_fill_zero, masked_mean
+from grpo_lab.core.kl import kl_estimate
 
 SURROGATE_LEVELS = ("token", "sequence")
 WEIGHT_LEVELS = ("token", "sequence")
@@ -108,6 +109,50 @@ def clipped_surrogate(
     return SurrogateResult(loss, metrics)
 
 
+def cispo_surrogate(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    clip_low: float = 0.2,
+    clip_high: float | None = None,
+) -> SurrogateResult:
+    """CISPO's per-token loss (MiniMax-M1 2506.13585 Eq. 4), shape (B, T):
+
+    ``loss_t = -sg(clip(rho_t, 1 - clip_low, 1 + clip_high)) * A * logp_t``, ``rho_t = exp(logp_t - old_logp_t)``.
+
+    The importance weight is clipped and its gradient stopped, so every token keeps the gradient
+    ``-clip(rho) A grad log pi`` (PPO's clip zeroes it for clipped tokens). ``clip_high`` defaults to
+    ``clip_low``; ``clip_low >= 1`` leaves the weight unbounded below, as the paper does. Metrics
+    as `clipped_surrogate`'s, with ``actor/clip_frac_low|high`` the tokens whose weight is clipped.
+    """
+    clip_high = clip_low if clip_high is None else clip_high
+    if clip_low < 0 or clip_high < 0:
+        raise ValueError(f"clip ranges must be >= 0, got clip_low={clip_low}, clip_high={clip_high}")
+    valid = mask > 0
+    if advantages.dim() == 1:
+        advantages = advantages[:, None].expand_as(logp)
+    advantages = torch.where(valid, advantages.detach(), 0.0)
+    log_ratio = torch.where(valid, logp.detach() - old_logp.detach(), 0.0)
+    ratio = torch.exp(log_ratio)
+    weight = ratio.clamp(max(1.0 - clip_low, 0.0), 1.0 + clip_high)
+    loss = masked_fill_zero(-weight * advantages * logp, mask)
+    with torch.no_grad():
+        low = (ratio < 1.0 - clip_low).float()
+        high = (ratio > 1.0 + clip_high).float()
+        metrics = {
+            "actor/clip_frac": masked_mean(low + high, mask),
+            "actor/clip_frac_low": masked_mean(low, mask),
+            "actor/clip_frac_high": masked_mean(high, mask),
+            "actor/ratio_mean": masked_mean(ratio, mask),
+            "actor/ratio_max": _masked_extreme(ratio, mask, largest=True),
+            "actor/ratio_min": _masked_extreme(ratio, mask, largest=False),
+            "actor/approx_kl": masked_mean(torch.expm1(log_ratio) - log_ratio, mask),
+        }
+    return SurrogateResult(loss, metrics)
+
+
 def importance_weights(
     target_logp: torch.Tensor,
     behavior_logp: torch.Tensor,
@@ -156,3 +201,51 @@ def effective_sample_size(weights: torch.Tensor, mask: torch.Tensor) -> torch.Te
         if n == 0 or sum_sq == 0:
             return torch.zeros((), dtype=weights.dtype, device=weights.device)
         return w.sum() ** 2 / (n * sum_sq)
+
+
+class PolicyLoss(NamedTuple):
+    loss: torch.Tensor  # scalar
+    metrics: dict[str, torch.Tensor]  # detached scalars: the surrogate's, actor/kl, actor/entropy, actor/loss
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    surrogate: Callable[..., SurrogateResult] = clipped_surrogate,
+    aggregation: str = "seq_mean_token_mean",
+    norm: float | None = None,
+    weights: Optional[torch.Tensor] = None,
+    ref_logp: Optional[torch.Tensor] = None,
+    kl_beta: float = 0.0,
+    kl_estimator: str = "k3",
+    entropy: Optional[torch.Tensor] = None,
+    entropy_coef: float = 0.0,
+) -> PolicyLoss:
+    """The policy-gradient loss of one minibatch (DeepSeekMath Eq. 3 with its GRPO++ variants):
+
+    ``l_t = w_t * surrogate_t + beta * k(logp, ref_logp)_t - c * H_t``, aggregated over ``mask`` by
+    ``aggregation`` (``norm``: seq_mean_token_sum_norm's constant).
+
+    ``surrogate(logp, old_logp, advantages, mask)`` gives the per-token surrogate (e.g.
+    `clipped_surrogate` or `cispo_surrogate` with their clip ranges bound); ``weights`` (detached
+    importance weights) scale that term only; ``ref_logp`` None: no KL term; ``entropy`` None: no
+    entropy bonus. All tensors (B, T), ``advantages`` (B,) or (B, T).
+    """
+    result = surrogate(logp, old_logp, advantages, mask)
+    per_token = result.per_token_loss
+    if weights is not None:
+        per_token = per_token * weights.detach()
+    metrics = dict(result.metrics)
+    if ref_logp is not None:
+        kl = kl_estimate(logp, ref_logp, kind=kl_estimator)
+        per_token = per_token + kl_beta * kl
+        metrics["actor/kl"] = masked_mean(kl.detach(), mask)
+    if entropy is not None:
+        per_token = per_token - entropy_coef * entropy
+        metrics["actor/entropy"] = masked_mean(entropy.detach(), mask)
+    loss = aggregate(per_token, mask, aggregation, norm=norm)
+    metrics["actor/loss"] = loss.detach()
+    return PolicyLoss(loss, metrics)

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from grpo_lab.core.aggregation import masked_fill_zero
+
 
 class DPOResult(NamedTuple):
     loss: torch.Tensor  # (B,) loss per pair
@@ -50,3 +52,19 @@ def dpo_loss(
             "dpo/reward_accuracy": (chosen_reward > rejected_reward).float().mean(),
         }
     return DPOResult(loss, metrics)
+
+
+def dpo_pair_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor, *, beta: float = 0.1,
+                  label_smoothing: float = 0.0) -> DPOResult:
+    """DPO loss of N pairs stacked as 2N rows: rows [0, N) chosen, rows [N, 2N) rejected (row i paired
+    with row N + i). ``logp``, ``ref_logp``, ``mask``: (2N, T). Sequence log-probs are the masked
+    sums over tokens (Rafailov). Returns the mean loss over pairs (a scalar) and `dpo_loss`'s
+    metrics. The layout of `core.paradigm.dpo_coefficient`."""
+    if mask.shape[0] % 2:
+        raise ValueError(f"DPO rows must be 2N (chosen then rejected), got {mask.shape[0]}")
+    policy = masked_fill_zero(logp, mask).sum(-1)  # (2N,)
+    ref = masked_fill_zero(ref_logp, mask).sum(-1)
+    chosen, rejected = policy.chunk(2)
+    ref_chosen, ref_rejected = ref.chunk(2)
+    result = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing)
+    return DPOResult(result.loss.mean(), result.metrics)

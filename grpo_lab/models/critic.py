@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from grpo_lab.models import fast_qwen2
-from grpo_lab.rollout.sampler import position_ids
+from grpo_lab.models.positions import position_ids
 
 
 class ValueModel(nn.Module):

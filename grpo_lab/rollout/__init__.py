@@ -1,5 +1,6 @@
-"""Rollout: batched KV-cache sampling and log-probs of completions."""
+"""Rollout: batched KV-cache sampling, log-probs of completions, the text <-> token layout, replay."""
 
-from grpo_lab.rollout.sampler import Rollout, position_ids, sample, token_logprobs
+from grpo_lab.models.positions import position_ids
+from grpo_lab.rollout.sampler import Rollout, inference, sample, token_logprobs
 
-__all__ = ["Rollout", "sample", "token_logprobs", "position_ids"]
+__all__ = ["Rollout", "inference", "sample", "token_logprobs", "position_ids"]

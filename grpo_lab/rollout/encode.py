@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from grpo_lab.rollout.sampler import Rollout
+
 
 def encode_prompts(tokenizer, prompts: list[str], device=None):
     """Left-padded prompt ids and mask, (B, Lp) each. Each distinct prompt is tokenized once (a
@@ -52,4 +54,28 @@ def token_char_ends(tokenizer, completion_ids: torch.Tensor, completion_mask: to
             pos += len(piece)
             ends.append(pos - 1)
         out.append(ends)
+    return out
+
+
+def pack_rows(prompts: list[list[int]], completions: list[list[int]], *, pad_id: int, device=None) -> Rollout:
+    """Token-id lists in the rollout layout: prompts left-padded, completions (EOS included) right-padded."""
+    width_p, width_c = max(map(len, prompts)), max(map(len, completions))
+    prompt_ids = torch.full((len(prompts), width_p), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width_p), dtype=torch.long)
+    completion_ids = torch.full((len(prompts), width_c), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(prompts), width_c))
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        prompt_ids[i, width_p - len(p):], prompt_mask[i, width_p - len(p):] = torch.tensor(p), 1
+        completion_ids[i, :len(c)], completion_mask[i, :len(c)] = torch.tensor(c), 1.0
+    return Rollout(prompt_ids.to(device), prompt_mask.to(device), completion_ids.to(device),
+                   completion_mask.to(device), torch.zeros_like(completion_mask).to(device),
+                   torch.ones(len(prompts), dtype=torch.bool, device=device))
+
+
+def unpack_rows(rollout: Rollout) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, completion ids through EOS) of each row, without padding: the inverse of `pack_rows`."""
+    out = []
+    for p, pm, c, cm in zip(rollout.prompt_ids.tolist(), rollout.prompt_mask.tolist(),
+                            rollout.completion_ids.tolist(), rollout.completion_mask.tolist()):
+        out.append(([t for t, m in zip(p, pm) if m], [t for t, m in zip(c, cm) if m]))
     return out

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from grpo_lab.models import fast_qwen2
+from grpo_lab.models.positions import position_ids
 
 
 @dataclass
@@ -73,11 +74,6 @@ def inference(fn):
             out = fn(*args, **kwargs)
         return _ordinary(out)
     return wrapper
-
-
-def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions that start at 0 on each row's first real token (left padding aware)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp_(min=0)
 
 
 def draw(probs: torch.Tensor, generator: Optional[torch.Generator], rows: Optional[tuple[int, int]] = None):

@@ -130,7 +130,7 @@ class TokenRecorder:
 def run_scenario(name: str, workdir: Path, sft_dir: Path) -> dict:
     """Run the scenario in `workdir` and return what its fixture holds."""
     from grpo_lab.config import from_dict
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     data = config_dict(name)
     data["sft"]["cache_dir"] = str(sft_dir)

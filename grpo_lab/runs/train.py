@@ -1,32 +1,21 @@
 """`run(config)`: one training run, the function `grpo-lab train`, grids and sweeps all call.
 
-config -> task -> tokenizer + policy (cached SFT warm start) -> the method's LightningModule ->
-Lightning Trainer with the MLflow logger -> final evaluation, checkpoint and artifacts.
+config -> recipe check -> task -> tokenizer + policy (cached SFT warm start) -> the method's
+LightningModule (the engine bound to its recipe) -> Lightning Trainer with the MLflow logger ->
+final evaluation, checkpoint and artifacts.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 from grpo_lab.config import Config
-
-
-@dataclass
-class RunResult:
-    run_id: Optional[str]
-    config: Config
-    metrics: dict  # the final evaluation
-    initial: dict  # the evaluation before the first RL step
-    history: list = field(default_factory=list)  # every logged row: {"step": s, metric: value, ...}
-    checkpoint: Optional[Path] = None
-    sft_path: Optional[Path] = None
+from grpo_lab.runs.result import RunResult
 
 
 def quiet() -> None:
@@ -76,11 +65,13 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     """
     import lightning as L
 
-    from grpo_lab.algorithms import module_class
-    from grpo_lab.algorithms.sft import warm_start
-    from grpo_lab import tracking
-    from grpo_lab.checkpoint import PeriodicCheckpoint, checkpoint_dir, read_resume_info, run_dir
+    from grpo_lab.engine import module_class
+    from grpo_lab.methods import check_config
+    from grpo_lab.runs import tracking
+    from grpo_lab.runs.checkpoint import PeriodicCheckpoint, checkpoint_dir, read_resume_info, run_dir
+    from grpo_lab.runs.warm_start import warm_start
 
+    check_config(config)  # before anything is built or written
     quiet()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -92,9 +83,8 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
     task = build_task_for(config)
     policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
-    ref = copy.deepcopy(policy) if config.loss.kl_beta > 0 else None
     torch.manual_seed(config.seed)
-    module = module_class(config.method)(config, policy, tokenizer, task, ref_policy=ref)
+    module = module_class(config.method)(config, policy, tokenizer, task)
     if on_eval is not None:
         module.on_eval = on_eval
     logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False

@@ -28,24 +28,23 @@ user attr `error`, MLflow tag `grpo_lab.error`) and the study goes on.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
-import yaml
 
 from grpo_lab.config import Config, ConfigError, with_overrides
-from grpo_lab.experiments import _base, _dotted
+from grpo_lab.conventions import (
+    ERROR_TAG, FAILED, PARENT_TAG, PRUNED, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, client, redact,
+)
+from grpo_lab.specs import SpecError, base_config, dotted, read_spec, seeds_of
 
 SWEEP_KEYS = ("study", "base", "set", "space", "objective", "seeds", "n_trials", "storage", "sampler", "pruner")
-SWEEP_TAG, TRIAL_TAG, PARENT_TAG = "grpo_lab.sweep", "grpo_lab.trial", "mlflow.parentRunId"
-STATUS_TAG, ERROR_TAG = "grpo_lab.status", "grpo_lab.error"
 
 
-class SweepError(ConfigError):
+class SweepError(SpecError):
     """A sweep file that cannot run; the message says what to change."""
 
 
@@ -87,28 +86,26 @@ def _check_param(key: str, spec: Any, base: Config, where: str) -> dict:
             raise SweepError(f"{where}: space.{key} cannot have both log and step (Optuna's rule)")
         probe = spec["low"]
     try:
-        with_overrides(base, **{key: probe})
+        config = with_overrides(base, **{key: probe})
     except ConfigError as exc:
         if str(exc).startswith("unknown config key"):
             raise SweepError(f"{where}: space: {exc}") from None
+        return spec
+    from grpo_lab.methods import check_config
+
+    try:
+        check_config(config)
+    except ConfigError as exc:
+        if "never reads it" in str(exc) or "reads it only with" in str(exc):
+            raise SweepError(f"{where}: space.{key}: {exc}") from None
     return spec
 
 
 def load_sweep(path: str | Path, *, storage: Optional[str] = None, n_trials: Optional[int] = None) -> Sweep:
     path = Path(path)
-    if not path.exists():
-        raise SweepError(f"sweep file {path} does not exist; pass a sweep YAML (see experiments/sweep_example.yaml)")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise SweepError(f"{path} is not valid YAML; fix the syntax") from None
+    spec = read_spec(path, kind="sweep", keys=SWEEP_KEYS, example="experiments/sweep_example.yaml")
     where = str(path)
-    if not isinstance(spec, dict):
-        raise SweepError(f"{where} must hold a mapping (study, base, space, objective, ...)")
-    unknown = [k for k in spec if k not in SWEEP_KEYS]
-    if unknown:
-        raise SweepError(f"{where}: unknown sweep key {unknown[0]!r}; sweep files take {', '.join(SWEEP_KEYS)}")
-    base = _base(spec, path.parent, where)
+    base = base_config(spec, path.parent, where)
     space = spec.get("space") or {}
     if not isinstance(space, dict) or not space:
         raise SweepError(f"{where}: 'space' must map config keys to parameter specs")
@@ -119,10 +116,7 @@ def load_sweep(path: str | Path, *, storage: Optional[str] = None, n_trials: Opt
         raise SweepError(f"{where}: objective.metric is {metric!r}; use an evaluation metric such as eval/accuracy")
     if direction not in ("maximize", "minimize"):
         raise SweepError(f"{where}: objective.direction is {direction!r}; choose maximize or minimize")
-    seeds = spec.get("seeds", [base.seed])
-    seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise SweepError(f"{where}: seeds must be a count or a list of ints")
+    seeds = seeds_of(spec, base.seed, where)
     trials = n_trials if n_trials is not None else spec.get("n_trials", 20)
     if not isinstance(trials, int) or trials < 1:
         raise SweepError(f"{where}: n_trials is {trials!r}; it must be a positive int")
@@ -190,10 +184,6 @@ def suggest(trial, key: str, spec: dict) -> Any:
     return trial.suggest_categorical(key, spec["choices"])
 
 
-def redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-
-
 def open_study(sweep: Sweep):
     import optuna
 
@@ -214,32 +204,30 @@ def open_study(sweep: Sweep):
 
 # ----- MLflow pieces -----------------------------------------------------------------------------
 def _client(config: Config):
-    import mlflow
-
-    return mlflow.tracking.MlflowClient(config.tracking.resolved_uri)
+    return client(config.tracking.resolved_uri)
 
 
-def _experiment_id(client, name: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else client.create_experiment(name)
+def _experiment_id(store, name: str) -> str:
+    exp = store.get_experiment_by_name(name)
+    return exp.experiment_id if exp is not None else store.create_experiment(name)
 
 
 def parent_run(sweep: Sweep, study) -> str:
     """The study's MLflow run (created once, its id kept in the study), marked running again."""
-    from grpo_lab import tracking
+    from grpo_lab.runs import tracking
 
     config = sweep.base
     tracking.check_writable(config.tracking.resolved_uri, config.train.out_dir, config.sft.cache_dir)
-    client = _client(config)
+    store = _client(config)
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is not None:
         try:
-            client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
+            store.get_run(run_id)
+            store.update_run(run_id, status="RUNNING")
             return run_id
         except Exception:  # another tracking store than the study's first run used
             pass
-    created = client.create_run(_experiment_id(client, config.tracking.experiment), run_name=f"sweep-{sweep.name}",
+    created = store.create_run(_experiment_id(store, config.tracking.experiment), run_name=f"sweep-{sweep.name}",
                                 tags={SWEEP_TAG: sweep.name, "grpo_lab.role": "study",
                                       "grpo_lab.storage": redact(sweep.storage), "grpo_lab.metric": sweep.metric,
                                       "grpo_lab.direction": sweep.direction})
@@ -259,9 +247,9 @@ class _RunIdProbe(L.Callback):
 def objective_fn(sweep: Sweep, parent_id: str, *, progress: bool = False) -> Callable:
     import optuna
 
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
-    client = _client(sweep.base)
+    store = _client(sweep.base)
 
     def objective(trial) -> float:
         params = {key: suggest(trial, key, spec) for key, spec in sweep.space.items()}
@@ -272,7 +260,7 @@ def objective_fn(sweep: Sweep, parent_id: str, *, progress: bool = False) -> Cal
         try:
             for i, seed in enumerate(sweep.seeds):
                 probe.run_id = None
-                config = with_overrides(sweep.base, **_dotted(params), seed=seed,
+                config = with_overrides(sweep.base, **dotted(params), seed=seed,
                                         **{"tracking.run_name": f"{sweep.name}-t{trial.number:03d}-s{seed}"})
 
                 def on_eval(step: int, metrics: dict, offset: int = i * (steps + 1)) -> None:
@@ -289,19 +277,19 @@ def objective_fn(sweep: Sweep, parent_id: str, *, progress: bool = False) -> Cal
                 values.append(float(result.metrics[sweep.metric]))
         except optuna.TrialPruned as exc:
             if probe.run_id is not None:
-                client.set_tag(probe.run_id, STATUS_TAG, "pruned")
-                client.set_tag(probe.run_id, ERROR_TAG, f"TrialPruned: {exc}")
-                client.set_terminated(probe.run_id, "KILLED")
+                store.set_tag(probe.run_id, STATUS_TAG, PRUNED)
+                store.set_tag(probe.run_id, ERROR_TAG, f"TrialPruned: {exc}")
+                store.set_terminated(probe.run_id, "KILLED")
             raise
         except Exception as exc:
             message = str(exc).splitlines()[0] if str(exc) else ""
             reason = f"{type(exc).__name__}: {message}"[:5000]
             trial.set_user_attr("error", reason)
             if probe.run_id is None:  # it failed before training started: still one MLflow run says why
-                failed = client.create_run(_experiment_id(client, sweep.base.tracking.experiment),
-                                           run_name=f"{sweep.name}-t{trial.number:03d}",
-                                           tags={**tags, STATUS_TAG: "failed", ERROR_TAG: reason})
-                client.set_terminated(failed.info.run_id, "FAILED")
+                failed = store.create_run(_experiment_id(store, sweep.base.tracking.experiment),
+                                          run_name=f"{sweep.name}-t{trial.number:03d}",
+                                          tags={**tags, STATUS_TAG: FAILED, ERROR_TAG: reason})
+                store.set_terminated(failed.info.run_id, "FAILED")
             raise
         value = sum(values) / len(values)
         trial.set_user_attr("seed_values", values)
@@ -316,7 +304,7 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from grpo_lab.train import quiet
+    from grpo_lab.runs.train import quiet
 
     quiet()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -334,7 +322,7 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
                  "PRUNED": f"at step {trial.last_step}", "FAIL": trial.user_attrs.get("error", "")}.get(trial.state.name, "")
         echo(f"trial {trial.number}: {trial.state.name.lower()} {shown} {json.dumps(trial.params)}")
 
-    client = _client(sweep.base)
+    store = _client(sweep.base)
     try:
         study.optimize(objective_fn(sweep, parent_id, progress=progress), n_trials=remaining, catch=(Exception,),
                        callbacks=[MaxTrialsCallback(sweep.n_trials, states=ended), report])
@@ -342,10 +330,10 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if done:
             best = study.best_trial
-            client.log_metric(parent_id, "sweep/best_value", best.value, step=len(study.trials))
-            client.set_tag(parent_id, "grpo_lab.best_params", json.dumps(best.params))
-            client.set_tag(parent_id, "grpo_lab.best_trial", str(best.number))
-        client.update_run(parent_id, status="FINISHED")
+            store.log_metric(parent_id, "sweep/best_value", best.value, step=len(study.trials))
+            store.set_tag(parent_id, "grpo_lab.best_params", json.dumps(best.params))
+            store.set_tag(parent_id, "grpo_lab.best_trial", str(best.number))
+        store.update_run(parent_id, status="FINISHED")
     return study
 
 

@@ -14,9 +14,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from grpo_lab.conventions import (
+    CHECKPOINT_TAG, CONFIG_HASH_TAG, ERROR_TAG, FAILED, FINISHED, INTERRUPTED, METHOD_TAG, RUNNING, SFT_CHECKPOINT_TAG,
+    SFT_HASH_TAG, STATUS_TAG,
+)
+
 MIN_FREE_BYTES = 200 * 2**20
-STATUS_TAG = "grpo_lab.status"  # running -> finished | failed | interrupted | pruned | killed
-ERROR_TAG = "grpo_lab.error"  # why a run stopped: "<exception type>: <first line of its message>"
 
 
 class TrackingError(RuntimeError):
@@ -62,15 +65,15 @@ def make_logger(config, *, tags: dict | None = None, run_id: str | None = None):
 
     uri = config.tracking.resolved_uri
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    all_tags = {"grpo_lab.config_hash": config.config_hash(), "grpo_lab.sft_hash": config.sft_hash(),
-                "grpo_lab.method": config.method, "grpo_lab.status": "running", **(tags or {})}
+    all_tags = {CONFIG_HASH_TAG: config.config_hash(), SFT_HASH_TAG: config.sft_hash(), METHOD_TAG: config.method,
+                STATUS_TAG: RUNNING, **(tags or {})}
     logger = MLFlowLogger(experiment_name=config.tracking.experiment, run_name=config.run_name, tracking_uri=uri,
                           tags=all_tags, run_id=run_id)
     if run_id is None:
         logger.log_hyperparams(config.flatten())
     else:  # a resumed run: running again, whatever stopped it before
         logger.experiment.update_run(run_id, status="RUNNING")
-        logger.experiment.set_tag(run_id, STATUS_TAG, "running")
+        logger.experiment.set_tag(run_id, STATUS_TAG, RUNNING)
     return logger
 
 
@@ -85,7 +88,7 @@ def mark_stopped(logger, exc: BaseException) -> None:
     reason = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     try:
         client, run_id = logger.experiment, logger.run_id
-        client.set_tag(run_id, STATUS_TAG, "interrupted" if interrupted else "failed")
+        client.set_tag(run_id, STATUS_TAG, INTERRUPTED if interrupted else FAILED)
         client.set_tag(run_id, ERROR_TAG, reason[:5000])
         client.set_terminated(run_id, "KILLED" if interrupted else "FAILED")
     except Exception:  # the tracking store itself may be what failed; the original error matters more
@@ -101,7 +104,7 @@ def finish(logger, config, *, checkpoint: Path | None, sft_path: Path | None, fi
         client.log_artifact(run_id, str(Path(tmp) / "config.yaml"))
         client.log_artifact(run_id, str(Path(tmp) / "final_metrics.json"))
     if checkpoint is not None:
-        client.set_tag(run_id, "grpo_lab.checkpoint", str(checkpoint.resolve()))
+        client.set_tag(run_id, CHECKPOINT_TAG, str(checkpoint.resolve()))
     if sft_path is not None:
-        client.set_tag(run_id, "grpo_lab.sft_checkpoint", str(Path(sft_path).resolve()))
-    client.set_tag(run_id, "grpo_lab.status", "finished")
+        client.set_tag(run_id, SFT_CHECKPOINT_TAG, str(Path(sft_path).resolve()))
+    client.set_tag(run_id, STATUS_TAG, FINISHED)

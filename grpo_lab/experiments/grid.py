@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from itertools import product
@@ -34,17 +33,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
+from grpo_lab.config import Config, ConfigError, with_overrides
+from grpo_lab.conventions import (
+    ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, FINISHED, GRID_TAG, KILLED, RUNNING, STATUS_TAG, client,
+)
+from grpo_lab.specs import SpecError, base_config, dotted, read_spec, seeds_of
 
-from grpo_lab.config import Config, ConfigError, flatten, load_config, with_overrides
-
-GRID_TAG, ARM_TAG, FACTORS_TAG = "grpo_lab.grid", "grpo_lab.arm", "grpo_lab.factors"
-HASH_TAG, STATUS_TAG = "grpo_lab.config_hash", "grpo_lab.status"
 GRID_KEYS = ("name", "grid", "base", "set", "factors", "mode", "zip", "seeds", "budget", "warm_start")
 REPORT_KEYS = ("metric", "claims", "higher_is_better", "baseline")  # for `grpo-lab report`; the runner ignores them
 
 
-class GridError(ConfigError):
+class GridError(SpecError):
     """A grid file that cannot run; the message says what to change."""
 
 
@@ -95,56 +94,23 @@ def arm_label(factors: dict) -> str:
                     for k, v in factors.items())
 
 
-def _dotted(factors: dict) -> dict:
-    """Factor values that are mappings set their keys one by one (merged into the section, not replacing it)."""
-    out = {}
-    for key, value in factors.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in flatten(value).items()})
-        else:
-            out[key] = value
-    return out
-
-
-def _base(spec: dict, folder: Path, where: str) -> Config:
-    base = spec.get("base")
-    overrides = spec.get("set") or {}
-    if not isinstance(overrides, dict):
-        raise GridError(f"{where}: 'set' must be a mapping of dotted keys, e.g. set: {{train.steps: 100}}")
-    if isinstance(base, dict):
-        config = load_config(None, base=base)
-    elif isinstance(base, str):
-        path = Path(base)
-        if not path.exists() and (folder / base).exists():
-            path = folder / base
-        if not path.exists():
-            raise GridError(f"{where}: base config {base} not found (looked in the cwd and in {folder})")
-        config = load_config(path)
-    else:
-        raise GridError(f"{where}: 'base' must be a config file path or a config mapping")
-    return with_overrides(config, **_dotted(overrides)) if overrides else config
-
-
 def load_grid(path: str | Path) -> Grid:
     """Reads and expands a grid file, checking that its arms are comparable."""
     path = Path(path)
-    if not path.exists():
-        raise GridError(f"grid file {path} does not exist; pass the path of a grid YAML (see experiments/grid_example.yaml)")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError:
-        raise GridError(f"{path} is not valid YAML; fix the syntax") from None
+    spec = read_spec(path, kind="grid", example="experiments/grid_example.yaml")
     return expand(spec, folder=path.parent, default_name=path.stem, where=str(path))
 
 
 def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", where: str = "grid") -> Grid:
+    from grpo_lab.methods import check_config
+
     if not isinstance(spec, dict):
         raise GridError(f"{where} must hold a mapping (grid, base, factors, seeds, ...)")
     unknown = [k for k in spec if k not in GRID_KEYS + REPORT_KEYS]
     if unknown:
         raise GridError(f"{where}: unknown grid key {unknown[0]!r}; grid files take {', '.join(GRID_KEYS + REPORT_KEYS)}")
     name = str(spec.get("name") or spec.get("grid") or default_name)
-    base = _base(spec, folder, where)
+    base = base_config(spec, folder, where)
     factors = spec.get("factors") or {}
     if not isinstance(factors, dict) or not all(isinstance(v, list) and v for v in factors.values()):
         raise GridError(f"{where}: 'factors' must map config keys to non-empty lists, e.g. loss.aggregation: [a, b]")
@@ -158,10 +124,7 @@ def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", 
         combos = [dict(zip(factors, values)) for values in zip(*factors.values())]
     else:
         raise GridError(f"{where}: mode is {mode!r}; choose crossed or zipped")
-    seeds = spec.get("seeds", [base.seed])
-    seeds = list(range(seeds)) if isinstance(seeds, int) else seeds
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise GridError(f"{where}: seeds must be a count or a list of ints, e.g. seeds: [0, 1, 2]")
+    seeds = seeds_of(spec, base.seed, where)
     if "seed" in factors:
         raise GridError(f"{where}: 'seed' is not a factor; list the seeds under 'seeds'")
     runs = []
@@ -170,7 +133,8 @@ def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", 
         for seed in seeds:
             run_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join([name, *map(str, combo.values()), f"s{seed}"]))
             try:
-                config = with_overrides(base, **_dotted(combo), seed=seed, **{"tracking.run_name": run_name})
+                config = with_overrides(base, **dotted(combo), seed=seed, **{"tracking.run_name": run_name})
+                check_config(config)
             except ConfigError as exc:
                 raise GridError(f"{where}: arm {arm}: {exc}") from None
             runs.append(GridRun(arm, dict(combo), seed, config))
@@ -204,9 +168,7 @@ def _check_comparable(grid: Grid, warm_start: str, where: str) -> None:
 
 # ----- what MLflow already holds ----------------------------------------------------------------
 def _client(config: Config):
-    import mlflow
-
-    return mlflow.tracking.MlflowClient(config.tracking.resolved_uri)
+    return client(config.tracking.resolved_uri)
 
 
 def grid_runs_in_mlflow(grid: Grid) -> list:
@@ -215,13 +177,13 @@ def grid_runs_in_mlflow(grid: Grid) -> list:
         return []
     found = []
     for uri, experiment in {(r.config.tracking.resolved_uri, r.config.tracking.experiment) for r in grid.runs}:
-        client = _client(next(r.config for r in grid.runs if r.config.tracking.resolved_uri == uri))
-        exp = client.get_experiment_by_name(experiment)
+        store = _client(next(r.config for r in grid.runs if r.config.tracking.resolved_uri == uri))
+        exp = store.get_experiment_by_name(experiment)
         if exp is None:
             continue
         token = None
         while True:
-            page = client.search_runs([exp.experiment_id], f"tags.`{GRID_TAG}` = '{grid.name}'", max_results=1000,
+            page = store.search_runs([exp.experiment_id], f"tags.`{GRID_TAG}` = '{grid.name}'", max_results=1000,
                                       page_token=token)
             found.extend(page)
             token = page.token
@@ -231,15 +193,15 @@ def grid_runs_in_mlflow(grid: Grid) -> list:
 
 
 def plan(grid: Grid) -> list[PlannedRun]:
-    from grpo_lab.checkpoint import last_checkpoint, read_resume_info
+    from grpo_lab.runs.checkpoint import last_checkpoint, read_resume_info
 
     by_hash: dict[str, list] = {}
     for mlrun in grid_runs_in_mlflow(grid):
-        by_hash.setdefault(mlrun.data.tags.get(HASH_TAG), []).append(mlrun)
+        by_hash.setdefault(mlrun.data.tags.get(CONFIG_HASH_TAG), []).append(mlrun)
     planned = []
     for r in grid.runs:
         seen = by_hash.get(r.config_hash, [])
-        done = any(m.data.tags.get(STATUS_TAG) == "finished" for m in seen)
+        done = any(m.data.tags.get(STATUS_TAG) == FINISHED for m in seen)
         item = PlannedRun(r, done)
         if not done:
             item.resume_from = last_checkpoint(r.config)
@@ -248,7 +210,7 @@ def plan(grid: Grid) -> list[PlannedRun]:
                 info = read_resume_info(item.resume_from)
                 item.resume_step, resume_id = info["step"], info["mlflow_run_id"]
             item.stale = [m.info.run_id for m in seen
-                          if m.data.tags.get(STATUS_TAG) == "running" and m.info.run_id != resume_id]
+                          if m.data.tags.get(STATUS_TAG) == RUNNING and m.info.run_id != resume_id]
         planned.append(item)
     return planned
 
@@ -269,16 +231,16 @@ def _mark_killed(config: Config, run_ids: list[str]) -> None:
     """Runs a killed process left 'running' and that nothing will resume: say so in MLflow."""
     if not run_ids:
         return
-    client = _client(config)
+    store = _client(config)
     for run_id in run_ids:
-        client.set_tag(run_id, STATUS_TAG, "killed")
-        client.set_terminated(run_id, "KILLED")
+        store.set_tag(run_id, STATUS_TAG, KILLED)
+        store.set_terminated(run_id, "KILLED")
 
 
 def _run_one(config_dict: dict, tags: dict, resume_from: Optional[str], progress: bool) -> dict:
     """One grid run in this process (a pool worker or the grid's own); returns a picklable summary."""
     from grpo_lab.config import from_dict
-    from grpo_lab.train import run
+    from grpo_lab.runs import run
 
     try:
         result = run(from_dict(config_dict), tags=tags, progress=progress,
@@ -292,8 +254,8 @@ def _run_one(config_dict: dict, tags: dict, resume_from: Optional[str], progress
 def run_grid(grid: Grid, *, jobs: int = 1, progress: bool = False,
              echo: Callable[[str], Any] = print) -> GridSummary:
     """Runs the grid's missing runs (`jobs` at a time, in separate processes when jobs > 1)."""
-    from grpo_lab.algorithms.sft import warm_start
-    from grpo_lab.train import build_task_for, quiet
+    from grpo_lab.runs.train import build_task_for, quiet
+    from grpo_lab.runs.warm_start import warm_start
 
     planned = plan(grid)
     summary = GridSummary(planned)
@@ -336,9 +298,3 @@ def run_grid(grid: Grid, *, jobs: int = 1, progress: bool = False,
         for future in as_completed(futures):
             record(futures[future], future.result())
     return summary
-
-
-if __name__ == "__main__":  # pragma: no cover - `grpo-lab grid` is the entry point
-    from grpo_lab.cli import main
-
-    sys.exit(main(["grid", *sys.argv[1:]]))

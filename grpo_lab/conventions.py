@@ -1,0 +1,53 @@
+"""What the training side and the analysis side agree on: MLflow tags and statuses, the tracking
+client, and which config keys do not change what a run computes.
+
+Imports nothing of grpo_lab, so both sides (and the config) can use it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# MLflow tags of every run
+CONFIG_HASH_TAG = "grpo_lab.config_hash"  # Config.config_hash(): what the run computes
+SFT_HASH_TAG = "grpo_lab.sft_hash"  # Config.sft_hash(): its warm start
+METHOD_TAG = "grpo_lab.method"
+STATUS_TAG = "grpo_lab.status"  # one of STATUSES
+ERROR_TAG = "grpo_lab.error"  # why a run stopped: "<exception type>: <first line of its message>"
+CHECKPOINT_TAG = "grpo_lab.checkpoint"
+SFT_CHECKPOINT_TAG = "grpo_lab.sft_checkpoint"
+# grids and sweeps
+GRID_TAG, ARM_TAG, FACTORS_TAG = "grpo_lab.grid", "grpo_lab.arm", "grpo_lab.factors"
+SWEEP_TAG, TRIAL_TAG, PARENT_TAG = "grpo_lab.sweep", "grpo_lab.trial", "mlflow.parentRunId"
+
+RUNNING, FINISHED, FAILED, INTERRUPTED, PRUNED, KILLED = "running", "finished", "failed", "interrupted", "pruned", "killed"
+STATUSES = (RUNNING, FINISHED, FAILED, INTERRUPTED, PRUNED, KILLED)
+
+# Config keys that say where or how a run executes, not what it computes: left out of the config
+# hash, and not counted as a difference between arms of a comparison. A key ending in ".*" covers
+# its whole section.
+NOT_RESULT_KEYS = (
+    "train.out_dir", "train.device", "train.threads", "train.strategy", "train.devices", "train.num_nodes",
+    "optim.micro_batch_size",  # the same update in chunks
+    "tracking.*",
+    "sft.cache_dir",
+)
+# Of those, keys the first version's hash held: hashed as this constant, so identities stay as they were.
+HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}
+
+
+def is_result_key(key: str) -> bool:
+    """Whether the dotted config key `key` changes what a run computes."""
+    return not any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in NOT_RESULT_KEYS)
+
+
+def client(uri: str):
+    """An MLflow tracking client for `uri`."""
+    import mlflow
+
+    return mlflow.tracking.MlflowClient(uri)
+
+
+def redact(url: str) -> str:
+    """A storage URL with its password replaced by ***."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)

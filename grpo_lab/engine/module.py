@@ -1,0 +1,280 @@
+"""The engine: one LightningModule that runs any recipe (`grpo_lab.methods`).
+
+One `training_step` is one RL step: collect (the data source; sampling, scoring and shaping) ->
+advantages (the recipe's estimator) -> prepare (each objective: loss mask, correction, reference
+log-probs) -> updates (mu epochs x minibatches x micro-batches, `UpdateLoop`) -> log, and evaluate
+on the schedule. Training runs under manual optimization.
+
+Determinism: the prompts of step s are a pure function of (seed, s); sampling, updates and
+evaluation draw from their own named streams (`grpo_lab.seeding`), so changing the evaluation
+schedule does not change training, and a resumed run needs only the step counter and the
+generators' states, which checkpoints hold with every component's state.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable, Optional
+
+import lightning as L
+import torch
+
+from grpo_lab.config import ConfigError
+from grpo_lab.engine.evaluate import evaluate
+from grpo_lab.engine.updates import UpdateLoop
+from grpo_lab.errors import TrainingError
+from grpo_lab.methods import ADVANTAGES, DATA, FILTERS, OBJECTIVES, SHAPING, check_config
+from grpo_lab.methods.batch import Batch
+from grpo_lab.methods.data import Online
+from grpo_lab.methods.objectives import Correction
+from grpo_lab.methods.rewards import score
+from grpo_lab.models import fast_qwen2
+from grpo_lab.models.critic import ValueModel
+from grpo_lab.rollout import Rollout, inference, sample, token_logprobs
+from grpo_lab.rollout.encode import encode_prompts
+from grpo_lab.seeding import Stream, generator
+
+
+class StepPrompts(list):
+    """One process's slice of a step's prompts: rows offset .. offset+len(self) of `total`."""
+
+    def __init__(self, items, *, offset: int, total: int):
+        super().__init__(items)
+        self.offset, self.total = offset, total
+
+
+class StepIndices(torch.utils.data.IterableDataset):
+    """Yields the indices of the RL steps still to run; the engine reads its prompts from the index."""
+
+    def __init__(self, module: "Engine", steps: int):
+        self.module, self.steps = module, steps
+
+    def __iter__(self):
+        return iter(range(self.module.step_count, self.steps))
+
+    def __len__(self):
+        # the whole run: Lightning's restored batch counter already counts the steps done before a resume
+        return self.steps
+
+
+class Engine(UpdateLoop, L.LightningModule):
+    """Runs the recipe named by `config.method` (a method class fixes it: `recipe_name`)."""
+
+    recipe_name: Optional[str] = None
+
+    def __init__(self, config, policy, tokenizer, task, ref_policy=None):
+        super().__init__()
+        if self.recipe_name is not None and config.method != self.recipe_name:
+            raise ConfigError(f"{type(self).__name__} runs method {self.recipe_name}, but the config says method "
+                              f"{config.method}; set method: {self.recipe_name} or use grpo_lab.engine.Engine")
+        self.recipe = check_config(config)
+        self.automatic_optimization = False
+        self.config = config
+        self.policy = policy.train()
+        self.tokenizer, self.task = tokenizer, task
+        self.train_examples = list(task.train_examples())
+        self.eval_examples = list(task.eval_examples())[: config.train.eval_prompts]
+        recipe = self.recipe
+        self.estimator = ADVANTAGES.get(recipe.estimator(config)).obj if recipe.estimator(config) else None
+        self.token_level_rewards = bool(getattr(self.estimator, "token_level", False))
+        self.shapers = [SHAPING.get(name).obj for name in recipe.shaping]
+        correction = Correction(config) if recipe.correction else None
+        self.objectives = [OBJECTIVES.get(name).obj(config, correction) if name == "policy"
+                           else OBJECTIVES.get(name).obj(config) for name in recipe.objectives]
+        refill = FILTERS.get(recipe.refill).obj() if recipe.refill else None
+        self.source = DATA.get(recipe.data).obj(config, refill)
+        needs_ref = any(getattr(c, "needs_reference", lambda cfg: False)(config)
+                        for c in [*self.objectives, *self.shapers])
+        self.ref_policy = ref_policy if ref_policy is not None or not needs_ref else copy.deepcopy(policy)
+        if self.ref_policy is not None:
+            self.ref_policy.requires_grad_(False).eval()
+        self.critic = ValueModel.from_policy(policy) if "critic" in self.trained_models() else None
+        self.behaviour_model = Online.behaviour_copy(config, policy) if isinstance(self.source, Online) else None
+        self.step_count = 0
+        self.budget = {"prompts": 0, "samples": 0, "tokens": 0, "updates": 0}
+        self.sample_generator = generator(config.seed, Stream.SAMPLING)
+        self.update_generator = generator(config.seed, Stream.UPDATES)
+        self.last_eval: dict = {}
+        self.history: list[dict] = []  # every logged row, for callers that run in-process
+        self.on_eval: Optional[Callable[[int, dict], None]] = None  # called after each evaluation
+        self.suppress_eos = False  # benchmarks: every completion runs to max_new_tokens
+
+    # ----- data -----------------------------------------------------------------------------
+    def shard(self) -> tuple[int, int]:
+        """(this process's rank, number of processes) under a multi-process strategy; (0, 1) otherwise."""
+        trainer = self._trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def prompts_for_step(self, step: int, count: Optional[int] = None) -> list:
+        """The prompts of RL step `step`: epochs over the training set, each shuffled by (seed, epoch).
+
+        Under a multi-process strategy each process gets its contiguous slice of the step's prompts
+        (a `StepPrompts` that knows where the slice sits), so the processes together run the batch
+        one process would run, and `generate` draws each row's tokens as one process would."""
+        count = count or self.config.rollout.prompts_per_step
+        n = len(self.train_examples)
+        start = step * count
+        out = []
+        while len(out) < count:
+            epoch, offset = divmod(start + len(out), n)
+            order = torch.randperm(n, generator=generator(self.config.seed, Stream.DATA_ORDER, epoch))
+            take = min(count - len(out), n - offset)
+            out.extend(self.train_examples[i] for i in order[offset: offset + take].tolist())
+        rank, world = self.shard()
+        if world == 1:
+            return out
+        if count % world:
+            raise TrainingError(f"{count} prompts per step do not split over {world} processes; "
+                                "make rollout.prompts_per_step a multiple of train.devices x train.num_nodes")
+        per = count // world
+        return StepPrompts(out[rank * per:(rank + 1) * per], offset=rank * per, total=count)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(StepIndices(self, self.config.train.steps), batch_size=None)
+
+    # ----- rollouts, scoring, log-probs ------------------------------------------------------
+    def generate(self, examples: list, *, group_size: int, greedy: bool = False, temperature: Optional[float] = None,
+                 generator: Optional[torch.Generator] = None, with_entropy: bool = False, policy=None) -> Rollout:
+        """G completions of each example, one example's completions in contiguous rows."""
+        prompts = [ex.prompt for ex in examples for _ in range(group_size)]
+        ids, mask = encode_prompts(self.tokenizer, prompts, device=self.device)
+        rows = None  # a process's slice of a step's batch: its rows of the whole batch's draws
+        if isinstance(examples, StepPrompts):
+            rows = (examples.offset * group_size, examples.total * group_size)
+        policy = policy or self.policy
+        # sampling runs in eval mode (no dropout); the lean Qwen2 path has no layer that depends on
+        # the mode, so a switch there (two walks over every module) would be work for nothing
+        switch = policy.training and not fast_qwen2.supports(policy)
+        if switch:
+            policy.eval()
+        rollout = sample(
+            policy, ids, mask, max_new_tokens=self.config.rollout.max_new_tokens,
+            eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
+            temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
+            greedy=greedy, generator=generator if generator is not None else self.sample_generator,
+            with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows,
+        )
+        if switch:
+            policy.train()
+        return rollout
+
+    def score(self, rollout: Rollout, examples: list, group_size: int) -> Batch:
+        return score(self.task, self.tokenizer, rollout, examples, group_size, device=self.device)
+
+    def shape(self, batch: Batch) -> tuple[Batch, dict]:
+        """The recipe's reward shaping, in order, and its metrics."""
+        metrics = {}
+        for shaper in self.shapers:
+            batch, more = shaper(self, batch)
+            metrics.update(more)
+        return batch, metrics
+
+    def account(self, rollout: Rollout, prompts: int) -> None:
+        counts = [prompts, rollout.completion_ids.shape[0], int(rollout.completion_mask.sum())]
+        if self.shard()[1] > 1:  # the budget of the whole step, summed over the processes
+            total = self.trainer.strategy.reduce(torch.tensor(counts, dtype=torch.float64, device=self.device),
+                                                 reduce_op="sum")
+            counts = [int(v) for v in total.tolist()]
+        for key, value in zip(("prompts", "samples", "tokens"), counts):
+            self.budget[key] += value
+
+    def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
+        return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
+                              rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
+                              with_entropy=with_entropy)
+
+    def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
+
+    def values(self, rollout: Rollout) -> torch.Tensor:
+        return self.critic(rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1])
+
+    # ----- the RL step ----------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        step = int(batch)
+        assert step == self.step_count, f"data order out of step: got {step}, expected {self.step_count}"
+        if step % self.config.train.eval_every == 0:
+            self.evaluate()
+        start = time.perf_counter()
+        metrics = self.rl_step(step)
+        metrics["perf/step_s"] = time.perf_counter() - start
+        self.step_count += 1
+        metrics.update({f"budget/{k}": float(v) for k, v in self.budget.items()})
+        self.log_metrics(metrics, step=self.step_count)
+        shown = {k.split("/")[-1]: v for k, v in metrics.items() if k in ("rollout/reward_mean", "actor/loss")}
+        self.log_dict(shown, prog_bar=True, logger=False, on_step=True)
+        if self.step_count == self.config.train.steps:
+            self.evaluate()
+
+    def rl_step(self, step: int) -> dict:
+        """collect -> advantages -> prepare -> updates; the step's metrics."""
+        t0 = time.perf_counter()
+        data = self.source.collect(self, step)
+        t1 = time.perf_counter()
+        metrics = dict(data.metrics)
+        batch = self.prepare(data.batch, metrics) if data.batch is not None else None
+        t2 = time.perf_counter()
+        if batch is not None:
+            metrics.update(self.optimize(batch))
+        t3 = time.perf_counter()
+        self.source.after_update(self, data, step)
+        metrics.update({"perf/gen_s": t1 - t0, "perf/logprob_s": t2 - t1, "perf/update_s": t3 - t2})
+        return metrics
+
+    def prepare(self, batch: Batch, metrics: dict) -> Optional[Batch]:
+        """The advantage stage, then each objective's preparation; None when no row is left to train on."""
+        if self.estimator is not None:
+            estimate = self.estimator(self, batch)
+            metrics.update(estimate.metrics)
+            batch.advantages = estimate.advantages
+            if estimate.keep is not None:
+                if estimate.keep.numel() == 0:
+                    return None
+                batch = batch.select(estimate.keep)
+        for objective in self.objectives:
+            metrics.update(objective.prepare(self, batch))
+        return batch
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
+        self.history.append({"step": step, **clean})
+        if self.logger is not None:
+            self.logger.log_metrics(clean, step=step)
+
+    @torch.no_grad()
+    def evaluate(self, examples: Optional[list] = None, *, samples: Optional[int] = None, log: bool = True,
+                 chunk: int = 64) -> dict:
+        """Greedy accuracy and k samples per held-out prompt (see `grpo_lab.engine.evaluate`)."""
+        metrics = evaluate(self, examples if examples is not None else self.eval_examples,
+                           samples=samples or self.config.train.eval_samples, chunk=chunk)
+        if log:
+            self.last_eval = metrics
+            self.log_metrics(metrics, step=self.step_count)
+            if self.on_eval is not None:
+                self.on_eval(self.step_count, metrics)
+        return metrics
+
+    # ----- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["grpo_lab"] = {
+            "step_count": self.step_count,
+            "budget": dict(self.budget),
+            "sample_generator": self.sample_generator.get_state(),
+            "update_generator": self.update_generator.get_state(),
+            "config_yaml": self.config.to_yaml(),
+            "history": list(self.history),  # a resumed run returns (and compares) the whole run's rows
+            "last_eval": dict(self.last_eval),
+            "data": self.source.state_dict(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["grpo_lab"]
+        self.step_count = state["step_count"]
+        self.budget = dict(state["budget"])
+        self.sample_generator.set_state(state["sample_generator"])
+        self.update_generator.set_state(state["update_generator"])
+        self.history = list(state.get("history", []))
+        self.last_eval = dict(state.get("last_eval", {}))
+        self.source.load_state_dict(state.get("data", {}))

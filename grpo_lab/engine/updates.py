@@ -1,0 +1,167 @@
+"""The update loop, the one every method runs: mu epochs x minibatches x micro-batches, each
+objective with its own optimizer, metrics merged by the reductions each objective declares.
+
+Gradient accumulation (`optim.micro_batch_size`): a minibatch's forward/backward runs in chunks
+whose losses are weighted by their share of the minibatch's loss (their rows, or under token_mean
+their tokens), so the accumulated gradient is the minibatch's.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from grpo_lab.errors import TrainingError
+from grpo_lab.methods.batch import Batch
+
+
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW with the fused kernel where this torch has it for these parameters' device, else the plain one."""
+    params = list(params)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, **kwargs)
+
+
+def merge(metrics: dict, part: dict, reductions: dict, *, loss_weight: float, token_share: float) -> None:
+    """Fold one micro-batch's metrics into the minibatch's: "loss" by its loss weight, "max"/"min" by
+    max/min, "mean" (the default) by its share of the minibatch's tokens."""
+    for k, v in part.items():
+        how = reductions.get(k, "mean")
+        if how == "max":
+            metrics[k] = max(metrics.get(k, v), v)
+        elif how == "min":
+            metrics[k] = min(metrics.get(k, v), v)
+        else:
+            metrics[k] = metrics.get(k, 0.0) + (loss_weight if how == "loss" else token_share) * v
+
+
+class UpdateLoop:
+    """The part of the engine that turns a prepared batch into optimizer updates."""
+
+    def minibatches(self, units: int) -> Iterator[torch.Tensor]:
+        """mu epochs of a fresh permutation each, split into the configured number of minibatches."""
+        optim = self.config.optim
+        for _ in range(optim.epochs):
+            order = torch.randperm(units, generator=self.update_generator)
+            yield from order.chunk(optim.minibatches)
+
+    def micro_batches(self, rows: torch.Tensor, mask: Optional[torch.Tensor] = None) -> list:
+        """The minibatch `rows` as (chunk, weight) pairs: chunks of at most `optim.micro_batch_size` rows
+        (sorted, so the completions of one prompt stay together), each weighted by its share of the
+        minibatch's loss: its fraction of the rows, or under token_mean its fraction of the tokens of
+        `mask` ((B, T), the whole batch's loss mask). One chunk of weight 1 when off or when it fits."""
+        size = self.config.optim.micro_batch_size
+        if size <= 0 or len(rows) <= size:
+            return [(rows, 1.0)]
+        parts = rows.sort().values.split(size)
+        if mask is not None and self.config.loss.aggregation == "token_mean":
+            counts = [float(mask[part].sum()) for part in parts]
+            total = max(sum(counts), 1.0)
+            return [(part, count / total) for part, count in zip(parts, counts)]
+        return [(part, len(part) / len(rows)) for part in parts]
+
+    def accumulate(self, rows: torch.Tensor, loss_of: Callable, metrics: dict, mask: Optional[torch.Tensor],
+                   reductions: dict) -> Iterator[torch.Tensor]:
+        """Yield the weighted loss of each micro-batch of `rows`, built only when asked for (each
+        chunk's graph is freed by its backward before the next is built); `loss_of(chunk)` returns
+        (loss, float metrics), merged into `metrics` as the whole minibatch's would be."""
+        chunks = self.micro_batches(rows, mask)
+        if len(chunks) == 1:
+            loss, part_metrics = loss_of(rows)
+            metrics.update(part_metrics)
+            yield loss
+            return
+        tokens = [float(mask[part].sum()) for part, _ in chunks] if mask is not None else [w for _, w in chunks]
+        total = max(sum(tokens), 1e-12)
+        merged = False
+        for i, ((part, weight), count) in enumerate(zip(chunks, tokens)):
+            loss, part_metrics = loss_of(part)
+            yield loss * weight
+            if count == 0 and (merged or i < len(chunks) - 1):
+                continue  # no token of the minibatch's loss: nothing to average (its loss is 0)
+            merged = True
+            merge(metrics, part_metrics, reductions, loss_weight=weight, token_share=count / total)
+
+    def optimize(self, batch: Batch) -> dict:
+        """mu epochs x minibatches; in each minibatch every active objective makes one update. The
+        metrics are averaged over the minibatches."""
+        waiting = any(o.holds_policy(self) for o in self.objectives)
+        sums: dict[str, float] = {}
+        updates = 0
+        for rows in self.minibatches(batch.units):
+            metrics: dict[str, float] = {}
+            for objective in self.objectives:
+                if waiting and objective.model == "policy":
+                    continue
+                loss_of = lambda part, o=objective: o.loss(self, batch, part)  # noqa: E731
+                losses = self.accumulate(rows, loss_of, metrics, objective.token_mask(batch), objective.reductions)
+                metrics.update(self.update(losses, objective))
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v
+            updates += 1
+        return {k: v / updates for k, v in sums.items()}
+
+    def update(self, loss, objective) -> dict:
+        """One optimizer update of `objective`'s model from `loss`, a scalar tensor or an iterable of
+        scalar tensors whose sum is the loss; refuses a non-finite loss before touching the weights."""
+        prefix = objective.prefix
+        if isinstance(loss, torch.Tensor):
+            self.check_finite(loss, prefix)
+            loss = [loss]
+        optimizer, scheduler = self.optimizer_of(objective.model)
+        optimizer.zero_grad(set_to_none=True)
+        for part in loss:
+            self.check_finite(part, prefix)
+            self.manual_backward(part)
+        clip = self.config.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(objective.model), clip if clip > 0 else float("inf"))
+        if not torch.isfinite(norm):
+            raise TrainingError(f"the {prefix} gradient norm is {norm.item()} at step {self.step_count}; lower optim.lr")
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if objective.counts_updates:
+            self.budget["updates"] += 1
+        return {f"{prefix}/grad_norm": float(norm)}
+
+    def check_finite(self, loss: torch.Tensor, prefix: str) -> None:
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the {prefix} loss is {loss.item()} at step {self.step_count}; lower optim.lr "
+                                "(on the chain task, lr above 3e-4 with 32 prompts collapses) or check the rewards")
+
+    def trained_parameters(self, model: str) -> list:
+        module = self.policy if model == "policy" else getattr(self, model)
+        return [p for p in module.parameters() if p.requires_grad]
+
+    def configure_optimizers(self):
+        """One optimizer per trained model: the policy's AdamW (fused where available) with linear
+        warm-up over `optim.warmup_steps` updates, and the critic's AdamW at `critic.lr`."""
+        o = self.config.optim
+        optimizers, schedulers = [], []
+        for model in self.trained_models():
+            if model == "policy":
+                opt = adamw(self.trained_parameters(model), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+                if o.warmup_steps > 0:
+                    warm = o.warmup_steps
+                    schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, (n + 1) / warm)))
+            else:
+                opt = torch.optim.AdamW(self.trained_parameters(model), lr=self.config.critic.lr,
+                                        betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+            optimizers.append(opt)
+        return optimizers, schedulers
+
+    def trained_models(self) -> list[str]:
+        return list(dict.fromkeys(o.model for o in self.objectives))
+
+    def optimizer_of(self, model: str):
+        """(Lightning's wrapper of the model's optimizer, its scheduler or None)."""
+        opts = self.optimizers()
+        opts = opts if isinstance(opts, list) else [opts]
+        optimizer = opts[self.trained_models().index(model)]
+        schedulers = self.lr_schedulers() or []
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        scheduler = next((s for s in schedulers if s.optimizer is optimizer.optimizer), None)
+        return optimizer, scheduler

@@ -1,0 +1,123 @@
+"""The advantage stage (registry `ADVANTAGES`): one estimator per recipe, from the rewards of the
+batch to the per-row or per-token advantage the policy objective weighs each token with.
+
+An estimator is called as ``estimate(ctx, batch) -> Estimate``. `Estimate.keep` (indices of rows)
+drops the other rows from the update: RFT's indicator trains on the correct rows only.
+`token_level` estimators take per-token rewards (KL in the reward is then placed per token).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from grpo_lab.config import ConfigError
+from grpo_lab.core import advantages as adv_lib
+from grpo_lab.core.aggregation import masked_mean
+from grpo_lab.core.shaping import token_rewards
+from grpo_lab.core.value import explained_variance
+from grpo_lab.methods.batch import Batch
+from grpo_lab.methods.registry import Registry
+from grpo_lab.rollout.encode import token_char_ends
+from grpo_lab.rollout.sampler import inference
+
+ADVANTAGES = Registry("advantage estimator")
+
+
+class Estimate(NamedTuple):
+    advantages: Optional[torch.Tensor]  # (B,) or (B, T); None when the objective needs none
+    metrics: dict = {}
+    keep: Optional[torch.Tensor] = None  # rows to train on; None: every row
+
+
+def check_groups(config) -> None:
+    if config.rollout.group_size < 2:
+        raise ConfigError(f"rollout.group_size is {config.rollout.group_size}; advantage.estimator "
+                          f"{config.advantage.estimator} (method {config.method}) needs at least 2 completions per "
+                          "prompt to compute a group baseline")
+
+
+@ADVANTAGES.register("group", reads=("advantage.scale", "advantage.eps"), check=check_groups)
+def group(ctx, batch: Batch) -> Estimate:
+    """A_i = (r_i - mean_group(r)) / std (DeepSeekMath §4.1.2); advantage.scale: group | batch | none."""
+    a = ctx.config.advantage
+    return Estimate(adv_lib.group_relative(batch.rewards, ctx.config.rollout.group_size, scale=a.scale, eps=a.eps))
+
+
+@ADVANTAGES.register("rloo", check=check_groups)
+def rloo(ctx, batch: Batch) -> Estimate:
+    """A_i = r_i - mean of the other G - 1 rewards of the group (Ahmadian et al. Eq. 6)."""
+    return Estimate(adv_lib.rloo(batch.rewards, ctx.config.rollout.group_size))
+
+
+@ADVANTAGES.register("reinforce_pp", reads=("advantage.eps",))
+def reinforce_pp(ctx, batch: Batch) -> Estimate:
+    """REINFORCE++: r_i - mean_group(r) (or the batch mean with G = 1), over the batch's std (2501.03262)."""
+    return Estimate(adv_lib.reinforce_plus_plus(batch.rewards, ctx.config.rollout.group_size,
+                                                eps=ctx.config.advantage.eps))
+
+
+def check_process(config) -> None:
+    check_groups(config)
+    if config.task.name != "chain":
+        raise ConfigError(f"advantage.estimator is process but task {config.task.name!r} has no step rewards; "
+                          "use task.name: chain")
+
+
+@ADVANTAGES.register("process", reads=("advantage.eps",), check=check_process)
+def process(ctx, batch: Batch) -> Estimate:
+    """Step rewards normalised over the group's steps; A_t = sum of those ending at or after t (§4.1.3)."""
+    step_rewards, step_mask = step_reward_tensors(ctx, batch)
+    return Estimate(adv_lib.process_supervised(step_rewards, step_mask, batch.rollout.completion_mask,
+                                               ctx.config.rollout.group_size, eps=ctx.config.advantage.eps))
+
+
+def step_reward_tensors(ctx, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step rewards placed at the token where each step ends: (rewards, step_mask), (B, T) each.
+
+    The outcome reward is the reward of one more step that ends at the completion's last token
+    (EOS when it finished): the task's steps score the intermediate results but not whether the
+    answer was finished, and without it process supervision learns never to stop.
+    """
+    ro = batch.rollout
+    rewards = torch.zeros_like(ro.completion_mask)
+    step_mask = torch.zeros_like(ro.completion_mask)
+    ends = token_char_ends(ctx.tokenizer, ro.completion_ids, ro.completion_mask)
+    for i, (ex, text, done) in enumerate(zip(batch.examples, batch.texts, ro.finished.tolist())):
+        for step in ctx.task.step_rewards(ex, text, done) or []:
+            t = next((j for j, e in enumerate(ends[i]) if e >= step.end), None)
+            if t is not None:
+                rewards[i, t] += step.reward
+                step_mask[i, t] = 1.0
+    last = (ro.completion_mask.cumsum(-1) == ro.lengths[:, None]) & (ro.completion_mask > 0)  # (B, T)
+    rewards = rewards + last.to(rewards.dtype) * batch.rewards[:, None]
+    step_mask = torch.maximum(step_mask, last.to(step_mask.dtype))
+    return rewards, step_mask
+
+
+@ADVANTAGES.register("gae", reads=("critic.gamma", "critic.lam", "critic.whiten"))
+def gae(ctx, batch: Batch) -> Estimate:
+    """A_t from r_>=t and the critic V_psi by GAE (PPO, InstructGPT); sets `batch.returns` and `batch.old_values`."""
+    c = ctx.config.critic
+    mask = batch.rollout.completion_mask
+    rewards = token_rewards(batch.rewards, mask, kl=batch.token_kl, beta=ctx.config.loss.kl_beta)
+    old_values = inference(ctx.values)(batch.rollout)
+    advantages, returns = adv_lib.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam, whiten=c.whiten)
+    batch.old_values, batch.returns = old_values, returns
+    return Estimate(advantages, {
+        "critic/value_mean": float(masked_mean(old_values, mask)),
+        "critic/return_mean": float(masked_mean(returns, mask)),
+        "critic/explained_variance": float(explained_variance(old_values, returns, mask)),
+    })
+
+
+gae.token_level = True
+
+
+@ADVANTAGES.register("indicator")
+def indicator(ctx, batch: Batch) -> Estimate:
+    """I(o): 1 on correct completions, which alone are trained on (RFT, Eq. 10)."""
+    keep = batch.correct.nonzero().flatten()
+    metrics = {"rft/kept": float(keep.numel()), "rft/skipped": float(keep.numel() == 0)}
+    return Estimate(batch.correct.float(), metrics, keep)

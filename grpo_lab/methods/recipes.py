@@ -1,0 +1,157 @@
+"""Methods as recipes: a data source, a reward (the task's verifier plus shaping), an advantage
+estimator and one or more objectives, each a registered component (DeepSeekMath §5.2: a method
+is a data source, a reward function and a per-token gradient coefficient). `RECIPES` is the
+paradigm table as the engine runs it; `grpo-lab paradigm` prints it.
+
+`check_config(config)` refuses a key set to a non-default value that no component of the chosen
+recipe reads, naming the methods that do read it, and runs each component's own checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from grpo_lab.config import Config, ConfigError
+from grpo_lab.methods.advantages import ADVANTAGES
+from grpo_lab.methods.data import DATA, FILTERS
+from grpo_lab.methods.objectives import OBJECTIVES, POLICY_LOSSES, Correction
+from grpo_lab.methods.registry import Entry, Registry, RegistryError
+from grpo_lab.methods.rewards import SHAPING
+
+# keys every recipe reads: the run, the task, the model and its warm start, the sampler's shape and
+# temperature (evaluation samples too), the optimizer and the update loop
+COMMON_READS = ("name", "method", "seed", "task.*", "model.*", "sft.*", "train.*", "tracking.*", "optim.*",
+                "rollout.prompts_per_step", "rollout.group_size", "rollout.max_new_tokens", "rollout.temperature",
+                "rollout.top_p")
+GROUP_ESTIMATORS = ("group", "rloo", "process", "reinforce_pp")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A method: the components of each stage of the engine's step, by registered name."""
+
+    name: str
+    data: str  # DATA
+    objectives: tuple[str, ...]  # OBJECTIVES, in the order they update within a minibatch
+    advantage: Optional[str] = None  # ADVANTAGES; None: no advantage stage
+    estimators: tuple[str, ...] = ()  # advantage.estimator chooses among these (the first is the default)
+    shaping: tuple[str, ...] = ()  # SHAPING, applied in order
+    refill: Optional[str] = None  # FILTERS: dynamic sampling
+    correction: bool = False  # importance correction of the policy objective (offpolicy.correction)
+    reward: str = "Rule"  # what scores completions, for the paradigm table
+    gradient_coefficient: str = ""
+    doc: str = ""
+
+    def estimator(self, config: Config) -> Optional[str]:
+        """The advantage estimator this recipe runs with under `config`."""
+        return config.advantage.estimator if self.estimators else self.advantage
+
+    def entries(self, config: Config, *, every_choice: bool = False) -> list[Entry]:
+        """The registered components of this recipe under `config` (or every one it can choose)."""
+        out = [DATA.get(self.data)] + [OBJECTIVES.get(o) for o in self.objectives]
+        out += [SHAPING.get(s) for s in self.shaping]
+        if self.refill:
+            out.append(FILTERS.get(self.refill))
+        estimators = self.estimators if every_choice and self.estimators else [self.estimator(config)]
+        out += [ADVANTAGES.get(e) for e in estimators if e is not None]
+        if "policy" in self.objectives:
+            losses = POLICY_LOSSES.names() if every_choice else [config.loss.objective]
+            out += [POLICY_LOSSES.get(name) for name in losses]
+        if self.correction:
+            out.append(Entry("correction", Correction, Correction.reads, Correction.check))
+        return out
+
+    def reads(self, config: Config, *, every_choice: bool = False) -> tuple[str, ...]:
+        keys = list(COMMON_READS)
+        for entry in self.entries(config, every_choice=every_choice):
+            keys.extend(entry.reads)
+        if self.estimators:
+            keys.append("advantage.estimator")
+        return tuple(dict.fromkeys(keys))
+
+
+RECIPES = Registry("method")
+
+
+def register_recipe(recipe: Recipe) -> Recipe:
+    """Add a recipe to `RECIPES` under its name (for a recipe of your own; or name it by import path)."""
+    RECIPES.register(recipe.name)(recipe)
+    return recipe
+
+
+ONLINE = dict(data="online", shaping=("overlong", "kl"), correction=True)
+register_recipe(Recipe("sft", "references", ("supervised",), gradient_coefficient="1",
+                       doc="SFT continued on the task's references of P x G prompts per step"))
+register_recipe(Recipe("rft", "rft_pool", ("supervised",), gradient_coefficient="I(o)",
+                       doc="SFT loss on correct completions sampled once from the SFT policy"))
+register_recipe(Recipe("online_rft", "online", ("supervised",), advantage="indicator", gradient_coefficient="I(o)",
+                       doc="SFT loss on the correct ones of P x G samples of the current policy"))
+register_recipe(Recipe("dpo", "preference_pairs", ("dpo",), gradient_coefficient="sigma(beta (h- - h+)) on o+ and o-",
+                       doc="DPO on (correct, wrong) pairs sampled from the SFT policy, the SFT model as reference"))
+register_recipe(Recipe("ppo", objectives=("policy", "value"), advantage="gae", gradient_coefficient="A_t (GAE)",
+                       doc="clipped surrogate with GAE advantages from a critic, plus the critic's value loss",
+                       **ONLINE))
+for _name, _doc in (("grpo", "clipped surrogate with group-relative advantages (outcome, RLOO, process, REINFORCE++)"),
+                    ("offpolicy_grpo", "GRPO from a behaviour policy (stale, low-precision, noisy) with replay "
+                                       "and importance correction: the offpolicy section")):
+    register_recipe(Recipe(_name, objectives=("policy",), estimators=GROUP_ESTIMATORS, refill="zero_variance",
+                           gradient_coefficient="A_i,t + beta (pi_ref / pi_theta - 1)", doc=_doc, **ONLINE))
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe registered as `name` (or named by import path); ConfigError if there is none."""
+    try:
+        recipe = RECIPES.get(name).obj
+    except RegistryError as exc:
+        raise ConfigError(f"method is {name!r}: {exc}") from None
+    if not isinstance(recipe, Recipe):
+        raise ConfigError(f"method {name!r} names a {type(recipe).__name__}, not a grpo_lab.methods.Recipe")
+    return recipe
+
+
+def covers(reads: tuple[str, ...], key: str) -> bool:
+    return any(key == r or (r.endswith(".*") and key.startswith(r[:-1])) for r in reads)
+
+
+def unread(recipe: Recipe, config: Config, key: str, value) -> str:
+    """The message for a key `recipe` does not read under `config`: which choice would read it, or
+    which methods do."""
+    other = [e for e in recipe.entries(config, every_choice=True) if covers(e.reads, key)]
+    if other:
+        chosen = {"advantage estimator": "advantage.estimator", "policy loss": "loss.objective"}
+        return (f"{key} is set ({value!r}) but method {recipe.name} reads it only with "
+                + " or ".join(f"{chosen.get(e.kind, e.kind)}: {e.name}" for e in other))
+    readers = [r.name for r in (RECIPES.get(n).obj for n in RECIPES.names())
+               if covers(r.reads(config, every_choice=True), key)]
+    who = f"the methods that read it: {', '.join(readers)}" if readers else "no method reads it"
+    return f"{key} is set ({value!r}) but method {recipe.name} never reads it; {who}"
+
+
+def check_config(config: Config) -> Recipe:
+    """Refuse settings the method cannot run with: a non-default key none of its components reads,
+    an advantage estimator it does not use, and whatever a component's own check refuses. Returns
+    the recipe."""
+    recipe = get_recipe(config.method)
+    estimator = config.advantage.estimator
+    if recipe.estimators and estimator not in recipe.estimators:
+        raise ConfigError(f"advantage.estimator is {estimator}; method {recipe.name} uses one of "
+                          f"{', '.join(recipe.estimators)}" + (" (gae needs a critic: use method: ppo)"
+                                                               if estimator == "gae" else ""))
+    if not recipe.estimators and estimator not in ("group", recipe.advantage):
+        uses = f"computes its advantages with {recipe.advantage}" if recipe.advantage else "has no advantage estimator"
+        raise ConfigError(f"advantage.estimator is {estimator} but method {recipe.name} {uses}; remove it"
+                          + ("" if recipe.advantage else " or use method: grpo"))
+    reads = recipe.reads(config)
+    defaults = Config().flatten()
+    for key, value in config.flatten().items():
+        if key == "advantage.estimator" or value == defaults.get(key) or covers(reads, key):
+            continue
+        raise ConfigError(unread(recipe, config, key, value))
+    for entry in recipe.entries(config):
+        if entry.check is not None:
+            entry.check(config)
+    return recipe
+
+
+__all__ = ["COMMON_READS", "RECIPES", "Recipe", "check_config", "get_recipe", "register_recipe"]

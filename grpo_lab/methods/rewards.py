@@ -1,0 +1,77 @@
+"""The reward stage: the task's verifier on every completion, then the recipe's shaping.
+
+Shaping components (registry `SHAPING`) change the reward the advantages are computed from; the
+verifier's verdict (`Batch.correct`) never changes. A component takes the engine (`ctx`) and a
+scored batch and returns the shaped batch and its `rollout/...` metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from grpo_lab.core.kl import kl_estimate
+from grpo_lab.core.shaping import kl_reward_penalty, overlong_punishment
+from grpo_lab.errors import RewardError
+from grpo_lab.methods.batch import Batch
+from grpo_lab.methods.registry import Registry
+from grpo_lab.rollout.encode import decode_completions
+
+KL_KEYS = ("loss.kl_beta", "loss.kl_estimator", "loss.kl_placement")
+SHAPING = Registry("reward shaping")
+
+
+def score(task, tokenizer, rollout, examples: list, group_size: int, device=None) -> Batch:
+    """The task's reward and verdict on each completion (`group_size` rows per example)."""
+    rows = [ex for ex in examples for _ in range(group_size)]
+    texts = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
+    finished = rollout.finished.tolist()
+    rewards, correct = [], []
+    for ex, text, done in zip(rows, texts, finished):
+        try:
+            rewards.append(float(task.reward(ex, text, done)))
+            correct.append(bool(task.is_correct(ex, text, done)))
+        except Exception as exc:  # a user's reward function
+            raise RewardError(f"the reward function of task {task.name!r} raised "
+                              f"{type(exc).__name__}: {exc} on prompt {ex.prompt!r} and completion {text!r}") from None
+    r = torch.tensor(rewards, dtype=torch.float32, device=device)
+    if not torch.isfinite(r).all():
+        bad = int((~torch.isfinite(r)).nonzero()[0])
+        raise RewardError(f"the reward of task {task.name!r} is {rewards[bad]} on prompt {rows[bad].prompt!r} "
+                          f"and completion {texts[bad]!r}; rewards must be finite numbers")
+    return Batch(rollout, rows, texts, r, torch.tensor(correct, device=device))
+
+
+@SHAPING.register("overlong", reads=("rollout.overlong_buffer", "rollout.overlong_penalty"))
+def overlong(ctx, batch: Batch) -> tuple[Batch, dict]:
+    """DAPO's soft overlong punishment (Eq. 13) added to the reward, L_max = rollout.max_new_tokens."""
+    ro = ctx.config.rollout
+    if ro.overlong_buffer <= 0:
+        return batch, {}
+    penalty = ro.overlong_penalty * overlong_punishment(batch.rollout.lengths, max_len=ro.max_new_tokens,
+                                                        buffer=ro.overlong_buffer).to(batch.rewards)
+    return replace(batch, rewards=batch.rewards + penalty), {"rollout/overlong_penalty": float(penalty.mean())}
+
+
+def kl_needs_reference(config) -> bool:
+    return config.loss.kl_beta > 0
+
+
+@SHAPING.register("kl", reads=KL_KEYS)
+def kl_in_reward(ctx, batch: Batch) -> tuple[Batch, dict]:
+    """KL to the reference in the reward (`loss.kl_placement: reward`): per token for a token-level
+    advantage (InstructGPT), summed over the sequence and subtracted before a group baseline otherwise."""
+    lc = ctx.config.loss
+    if not (lc.kl_beta > 0 and lc.kl_placement == "reward"):
+        return batch, {}
+    rollout, mask = batch.rollout, batch.rollout.completion_mask
+    ref_logp = ctx.ref_logprobs(rollout)
+    if ctx.token_level_rewards:
+        kl = kl_estimate(rollout.logprobs, ref_logp, kind=lc.kl_estimator)
+        return replace(batch, token_kl=kl), {"rollout/kl_penalty": float(lc.kl_beta * (kl * mask).sum(-1).mean())}
+    kl = kl_reward_penalty(rollout.logprobs, ref_logp, mask, kind=lc.kl_estimator)
+    return replace(batch, rewards=batch.rewards - lc.kl_beta * kl), {"rollout/kl_penalty": float(lc.kl_beta * kl.mean())}
+
+
+kl_in_reward.needs_reference = kl_needs_reference
