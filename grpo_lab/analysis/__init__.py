@@ -1,7 +1,8 @@
 """Statistics over grids of MLflow runs, in layers (STYLE.md §10).
 
     frame.py       load_runs -> tidy frame (one row per run per step), final_values
-    estimators.py  mean, median, iqm, probability_of_improvement; bootstrap CIs
+    estimators.py  mean, median, iqm, probability_of_improvement; bootstrap CIs; Student
+                   t-intervals (honest with 2-4 seeds, where the bootstrap is not)
     stats.py       Welch / paired t, Mann-Whitney, Wilcoxon, permutation tests, Holm,
                    required_seeds
     validity.py    warnings: unequal compute, confounded configs, too few or missing seeds
@@ -16,12 +17,14 @@ from grpo_lab.analysis.estimators import (
     Interval,
     bootstrap_ci,
     difference_ci,
+    difference_t_interval,
     iqm,
     mean,
     median,
     probability_of_improvement,
     probability_of_improvement_ci,
     stratified_bootstrap_ci,
+    t_interval,
 )
 from grpo_lab.analysis.frame import final_values, load_runs
 from grpo_lab.analysis.report import Claim, analyse, claim_from_dict, parse_claim, write_report
@@ -46,6 +49,7 @@ __all__ = [
     "check_comparison",
     "claim_from_dict",
     "difference_ci",
+    "difference_t_interval",
     "final_values",
     "holm",
     "iqm",
@@ -60,6 +64,7 @@ __all__ = [
     "probability_of_improvement_ci",
     "required_seeds",
     "stratified_bootstrap_ci",
+    "t_interval",
     "welch_t",
     "wilcoxon",
     "write_report",

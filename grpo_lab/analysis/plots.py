@@ -16,9 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats as _scipy_stats  # noqa: E402
 
-from grpo_lab.analysis.estimators import Interval  # noqa: E402
+from grpo_lab.analysis.estimators import Interval, t_interval  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -28,15 +27,8 @@ def slug(text: str) -> str:
 
 def t_band(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t interval mean +- t_{(1+c)/2, n-1} s / sqrt(n) of one step's seeds."""
-    values = values[~np.isnan(values)]
-    n = len(values)
-    if n == 0:
-        return np.nan, np.nan, np.nan
-    centre = float(values.mean())
-    if n < 2:
-        return centre, np.nan, np.nan
-    half = _scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return centre, centre - half, centre + half
+    interval = t_interval(values[~np.isnan(values)], confidence=confidence)
+    return interval.estimate, interval.low, interval.high
 
 
 def curve_table(frame: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
