@@ -4,10 +4,13 @@
     estimators.py  mean, median, iqm, probability_of_improvement; bootstrap CIs; Student
                    t-intervals (honest with 2-4 seeds, where the bootstrap is not)
     stats.py       Welch / paired t, Mann-Whitney, Wilcoxon, permutation tests, Holm,
-                   required_seeds
+                   required_seeds, seeds_needed
     validity.py    warnings: unequal compute, confounded configs, too few or missing seeds
     plots.py       learning curves with CI bands, final-metric dot plots (matplotlib Agg)
-    claims.py      Claim, analyse: per-arm estimates, comparisons, Holm, verdicts
+    claims.py      Claim, analyse: per-arm estimates, comparisons, Holm, verdicts (with fewer
+                   than 5 seeds in an arm: t-intervals, no probability of improvement)
+    text.py        cells (intervals marked (t) or "not estimable"), the few-seeds warning,
+                   markdown tables
     report.py      write_report -> results/<name>/README.md + PNGs
 
 mlflow and matplotlib are imported only by the functions that need them.
@@ -35,6 +38,7 @@ from grpo_lab.analysis.stats import (
     paired_t,
     permutation_test,
     required_seeds,
+    seeds_needed,
     welch_t,
     wilcoxon,
 )
@@ -63,6 +67,7 @@ __all__ = [
     "probability_of_improvement",
     "probability_of_improvement_ci",
     "required_seeds",
+    "seeds_needed",
     "stratified_bootstrap_ci",
     "t_interval",
     "welch_t",

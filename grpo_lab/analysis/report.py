@@ -13,7 +13,6 @@ import shlex
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from grpo_lab.analysis import estimators
@@ -22,34 +21,14 @@ from grpo_lab.analysis.claims import (  # noqa: F401
     DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ReportError, analyse, claim_from_dict,
     compare, decide, parse_claim, resolve_arm,
 )
-from grpo_lab.analysis.estimators import Interval
 from grpo_lab.analysis.frame import load_runs, resolve_tracking_uri
+from grpo_lab.analysis.text import (
+    arm_cells, arm_header, estimate_with_ci, few_seeds_warning, markdown_table, number, point,
+    pvalue,
+)
 
 
 # --------------------------------------------------------------------------- markdown
-
-
-def _number(value: float) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
-
-
-def _p(value: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
-def _ci(low: float, high: float) -> str:
-    return f"[{_number(low)}, {_number(high)}]"
-
-
-def _estimate_with_ci(interval: Interval) -> str:
-    return f"{_number(interval.estimate)} {_ci(interval.low, interval.high)}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 def _reproduce_command(name, claims, *, metric, out_dir, tracking_uri, baseline,
@@ -101,6 +80,9 @@ def render_markdown(
     lines = [f"# {name}", "",
              f"Grid `{grid}` from `{tracking_uri}`; primary metric `{metric}` ({direction}); "
              f"generated {now}.", ""]
+    warning = few_seeds_warning(analysis.few_seeds)
+    if warning:
+        lines += [warning, ""]
 
     lines += ["## Claims", ""]
     if analysis.results:
@@ -116,13 +98,12 @@ def render_markdown(
             cmp = result.comparison
             rows.append([
                 i, f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
-                _estimate_with_ci(cmp.difference), cmp.primary.test, _p(cmp.primary_holm),
-                f"{_number(cmp.win_probability.estimate)}",
-                f"**{result.verdict}**", result.reason,
+                estimate_with_ci(cmp.difference), cmp.primary.test, pvalue(cmp.primary_holm),
+                point(cmp.win_probability), f"**{result.verdict}**", result.reason,
             ])
         lines += ["### Verdicts", ""]
-        lines += _table(["#", "comparison", "metric", f"difference [{level} CI]", "test",
-                         "p (Holm)", "P(better wins)", "verdict", "why"], rows)
+        lines += markdown_table(["#", "comparison", "metric", f"difference [{level} CI]",
+                                 "test", "p (Holm)", "P(better wins)", "verdict", "why"], rows)
     else:
         lines.append("No claims given; the report compares the arms only.")
     lines.append("")
@@ -137,12 +118,13 @@ def render_markdown(
             lines += [f"## `{metric_}` at step {step_} per arm", "",
                       f"Each run's value at its last evaluation at or before step {step_}; "
                       "one value per seed.", ""]
-        rows = [[f"`{r.arm}`", r.seeds, _number(r.mean), _number(r.sd), _number(r.iqm),
-                 _ci(r.mean_low, r.mean_high), _ci(r.iqm_low, r.iqm_high)]
-                for r in table.itertuples()]
-        lines += _table(["arm", "seeds", "mean", "sd", "IQM", f"{level} CI of mean",
-                         f"{level} CI of IQM"], rows)
+        rows = [arm_cells(r) for r in table.itertuples()]
+        lines += markdown_table(arm_header(confidence), rows)
         lines.append("")
+        if any(table["ci_method"].isin(estimators.T_METHODS)):
+            lines += [f"(t): Student t-interval mean ± t·s/√n, for arms with fewer than "
+                      f"{MIN_SEEDS_FOR_CI} seeds (a bootstrap over so few values is too narrow).",
+                      ""]
         for label, file_name in plots.get(name_, {}).items():
             lines += [f"![{label}]({file_name})", ""]
 
@@ -156,23 +138,24 @@ def render_markdown(
         rows.append([
             f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
             f"{'yes' if cmp.paired else 'no'} ({cmp.pairing_reason})", f"{cmp.n[0]}, {cmp.n[1]}",
-            _estimate_with_ci(cmp.difference),
-            f"{cmp.primary.test} t={_number(cmp.primary.statistic)}", _p(cmp.primary.pvalue),
-            _p(cmp.primary_holm),
-            f"{cmp.rank.test} {_number(cmp.rank.statistic)}", _p(cmp.rank.pvalue),
-            _p(cmp.rank_holm),
+            estimate_with_ci(cmp.difference),
+            f"{cmp.primary.test} t={number(cmp.primary.statistic)}",
+            pvalue(cmp.primary.pvalue), pvalue(cmp.primary_holm),
+            f"{cmp.rank.test} {number(cmp.rank.statistic)}", pvalue(cmp.rank.pvalue),
+            pvalue(cmp.rank_holm),
         ])
-    lines += _table(["comparison", "metric", "paired", "n", f"difference [{level} CI]",
-                     "t test", "p", "p (Holm)", "rank test", "p", "p (Holm)"], rows)
+    lines += markdown_table(["comparison", "metric", "paired", "n",
+                             f"difference [{level} CI]", "t test", "p", "p (Holm)", "rank test",
+                             "p", "p (Holm)"], rows)
     lines.append("")
 
     lines += ["## Probability of improvement", "",
               "P(a run of the first arm beats a run of the second) = P(X > Y) + 0.5 P(X = Y) "
               f"over all pairs of seeds ({direction}); 0.5 = no tendency either way.", ""]
     rows = [[f"`{c.better}` vs `{c.worse}`", f"`{c.label}`",
-             _estimate_with_ci(c.win_probability)]
+             estimate_with_ci(c.win_probability)]
             for c in analysis.comparisons]
-    lines += _table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
+    lines += markdown_table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
     lines.append("")
 
     lines += ["## Validity warnings", ""]
@@ -188,7 +171,15 @@ def render_markdown(
               f"entirely in the wrong direction (with at least {MIN_SEEDS_FOR_CI} seeds per arm), or "
               f"the difference is in the wrong direction "
               f"with adjusted p < {alpha:g}; `inconclusive` otherwise. An 'at least as good' "
-              "claim holds unless the other arm is significantly better.", ""]
+              "claim holds unless the other arm is significantly better."]
+    if analysis.few_seeds:
+        lines += [f"- Arms with fewer than {MIN_SEEDS_FOR_CI} seeds: CI of the mean = Student "
+                  "t-interval; CI of a difference = the t-interval of its t test (paired t: "
+                  "mean(d) ± t_{n-1}·sd(d)/√n; Welch: Welch-Satterthwaite df), marked (t); no "
+                  "CI of the IQM and no probability of improvement; an inconclusive verdict "
+                  "quotes the seeds per arm that the observed difference would need for 80% "
+                  f"power at alpha = {alpha:g} (normal approximation, pooled sd)."]
+    lines.append("")
 
     lines += ["## Reproduce", "", "```bash", command, "```", ""]
     return "\n".join(lines)
