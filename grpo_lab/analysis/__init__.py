@@ -10,8 +10,9 @@
     claims.py      Claim, analyse: per-arm estimates, comparisons, Holm, verdicts (with fewer
                    than 5 seeds in an arm: t-intervals, no probability of improvement)
     text.py        cells (intervals marked (t) or "not estimable"), the few-seeds warning,
-                   markdown tables
-    report.py      write_report -> results/<name>/README.md + PNGs
+                   markdown tables, terminal tables (format_claims_table, format_arm_table)
+    report.py      write_report -> results/<name>/README.md + PNGs; returns a Report (.path,
+                   .analysis as data, .claims_table() / .arm_table() for the terminal)
 
 mlflow and matplotlib are imported only by the functions that need them.
 """
@@ -30,7 +31,14 @@ from grpo_lab.analysis.estimators import (
     t_interval,
 )
 from grpo_lab.analysis.frame import final_values, load_runs
-from grpo_lab.analysis.report import Claim, analyse, claim_from_dict, parse_claim, write_report
+from grpo_lab.analysis.report import (
+    Claim,
+    Report,
+    analyse,
+    claim_from_dict,
+    parse_claim,
+    write_report,
+)
 from grpo_lab.analysis.stats import (
     TestResult,
     holm,
@@ -42,11 +50,13 @@ from grpo_lab.analysis.stats import (
     welch_t,
     wilcoxon,
 )
+from grpo_lab.analysis.text import format_arm_table, format_claims_table
 from grpo_lab.analysis.validity import check_comparison
 
 __all__ = [
     "Claim",
     "Interval",
+    "Report",
     "TestResult",
     "analyse",
     "bootstrap_ci",
@@ -55,6 +65,8 @@ __all__ = [
     "difference_ci",
     "difference_t_interval",
     "final_values",
+    "format_arm_table",
+    "format_claims_table",
     "holm",
     "iqm",
     "load_runs",

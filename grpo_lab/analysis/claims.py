@@ -321,6 +321,7 @@ class Analysis:
     views: dict[str, tuple[str, int | None]] = field(default_factory=dict)
     # arms with fewer than MIN_SEEDS_FOR_CI seeds in some table -> their smallest seed count
     few_seeds: dict[str, int] = field(default_factory=dict)
+    confidence: float = 0.95  # of every interval above
 
 
 def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
@@ -450,4 +451,4 @@ def analyse(
             if few_seeds(seeds):
                 few[arm] = min(int(seeds), few.get(arm, int(seeds)))
     return Analysis(list(views), tables, intervals, finals, comparisons, results, warnings,
-                    views, dict(sorted(few.items())))
+                    views, dict(sorted(few.items())), confidence)

@@ -3,13 +3,16 @@
 Pipeline: ``load_runs`` -> ``final_values`` per metric -> per-arm estimates with bootstrap CIs
 -> one ``Comparison`` per (metric, better arm, worse arm) -> Holm correction over the family of
 comparisons -> a verdict per claim (`grpo_lab.analysis.claims`, whose names this module also
-exports) -> markdown + PNG.
+exports) -> markdown + PNG. ``write_report`` returns a ``Report``: the README's path and the
+analysis behind it as data, with terminal tables of both (``claims_table``, ``arm_table``).
 """
 
 from __future__ import annotations
 
 import datetime as _datetime
+import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,14 +21,85 @@ import pandas as pd
 from grpo_lab.analysis import estimators
 # the claims' names are the report's too (callers import them from here)
 from grpo_lab.analysis.claims import (  # noqa: F401
-    DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ReportError, analyse, claim_from_dict,
-    compare, decide, parse_claim, resolve_arm,
+    DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ClaimResult, ReportError, analyse,
+    claim_from_dict, compare, decide, parse_claim, resolve_arm,
 )
 from grpo_lab.analysis.frame import load_runs, resolve_tracking_uri
 from grpo_lab.analysis.text import (
-    arm_cells, arm_header, estimate_with_ci, few_seeds_warning, markdown_table, number, point,
-    pvalue,
+    arm_cells, arm_header, estimate_with_ci, few_seeds_warning, format_arm_table,
+    format_claims_table, markdown_table, number, point, pvalue,
 )
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    """What ``write_report`` wrote and found.
+
+    ``path`` is the README; ``analysis`` holds everything it shows as data: ``results`` (the
+    claims with their ``verdict`` and ``reason``), ``arm_tables`` (per view, a DataFrame with
+    columns arm, seeds, mean, sd, iqm, mean_low, mean_high, iqm_low, iqm_high, ci_method),
+    ``comparisons``, ``warnings``, ``few_seeds``; ``plots`` are the PNGs written.
+
+    It still stands in for the README path that ``write_report`` used to return (``str()``,
+    ``os.fspath``, ``==`` a path, ``read_text``, ``parent``, ``name``); new code should use
+    ``.path``.
+    """
+
+    path: Path
+    analysis: Analysis
+    plots: tuple[Path, ...] = ()
+
+    @property
+    def results(self) -> list[ClaimResult]:
+        """The claims in order, each with its comparison, ``verdict`` and ``reason``."""
+        return self.analysis.results
+
+    @property
+    def arms(self) -> pd.DataFrame:
+        """Per-arm table of the report's metric (one row per arm)."""
+        return self.analysis.arm_tables[self.analysis.metrics[0]]
+
+    @property
+    def warning(self) -> str | None:
+        """The few-seeds warning that opens the report (terminal text), or None."""
+        return few_seeds_warning(self.analysis.few_seeds, markdown=False)
+
+    def claims_table(self) -> str:
+        """The claims and verdicts as a terminal table with a header row (``format_claims_table``),
+        after the few-seeds warning when it applies."""
+        return format_claims_table(self.analysis)
+
+    def arm_table(self, label: str | None = None) -> str:
+        """The per-arm table of ``label`` (default: the report's metric) for the terminal."""
+        return format_arm_table(self.analysis, label)
+
+    # the README path that write_report returned before it returned a Report
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Report):
+            return self.path == other.path
+        if isinstance(other, (str, os.PathLike)):
+            return self.path == Path(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def read_text(self, *args, **kwargs) -> str:
+        return self.path.read_text(*args, **kwargs)
+
+    @property
+    def parent(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 # --------------------------------------------------------------------------- markdown
@@ -204,7 +278,7 @@ def write_report(
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     seed: int = 0,
     curves: bool = True,
-) -> Path:
+) -> Report:
     """Test ``claims`` on grid ``grid`` (default ``name``) and write ``out_dir/name/README.md``.
 
     Loads the grid's finished runs from MLflow (or uses ``frame``), writes the README and, per
@@ -212,7 +286,8 @@ def write_report(
     ``final_<metric>.png`` (seeds, mean and bootstrap CI); ``curves=False`` draws no curves
     (a frame of one step per run). ``paired=None`` pairs by seed when
     two arms ran the same seeds from the same start; ``command`` defaults to a ``python -c``
-    line that regenerates this report. Returns the README path.
+    line that regenerates this report. Returns a ``Report``: ``.path`` (the README) and
+    ``.analysis`` (claims with verdicts, per-arm tables) as data.
     """
     from grpo_lab.analysis import plots  # matplotlib only when a report is drawn
 
@@ -253,7 +328,8 @@ def write_report(
                            command=command, plots=drawn)
     readme = folder / "README.md"
     readme.write_text(text)
-    return readme
+    written = tuple(folder / file_name for files in drawn.values() for file_name in files.values())
+    return Report(readme, analysis, written)
 
 
 # --------------------------------------------------------------------------- grid files
@@ -290,8 +366,9 @@ def report_grid(
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     experiments_dir: str | Path = "experiments",
     command: str | None = None,
-) -> Path:
-    """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/``.
+) -> Report:
+    """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/`` (a ``Report``,
+    as ``write_report`` returns).
 
     Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists) for the grid's
     ``name`` (the ``grpo_lab.grid`` tag), its ``metric``, ``higher_is_better``, ``baseline``,

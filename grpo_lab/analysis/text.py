@@ -1,5 +1,5 @@
-"""How the analysis is written down: number and interval cells, the few-seeds warning and the
-README's markdown tables.
+"""How the analysis is written down: number and interval cells, the few-seeds warning, and the
+tables for the README (markdown) and for the terminal (aligned text with a header row).
 
 Cells read the interval's ``method``: a Student t-interval (used with fewer than 5 seeds) is
 marked ``(t)``, an interval the seeds cannot support reads ``not estimable``; bootstrap
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from grpo_lab.analysis.claims import MIN_SEEDS_FOR_CI
+from grpo_lab.analysis.claims import MIN_SEEDS_FOR_CI, Analysis
 from grpo_lab.analysis.estimators import NOT_ESTIMABLE, T_METHODS, Interval
 
 # --------------------------------------------------------------------------- cells
@@ -93,3 +93,45 @@ def few_seeds_warning(few: dict[str, int], *, markdown: bool = True) -> str | No
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
+def text_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """Columns padded to their widest cell under a header row and a rule of dashes; the last
+    column (free text) is not padded."""
+    cells = [[str(cell) for cell in row] for row in [list(header), *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+
+    def line(row):
+        padded = [cell.ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]
+        return "  ".join(padded).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return [line(cells[0]), rule] + [line(row) for row in cells[1:]]
+
+
+def format_claims_table(analysis: Analysis) -> str:
+    """The claims and their verdicts as a terminal table with a header row, after the
+    few-seeds warning when it applies. Columns: #, claim (its text), metric, difference
+    (better - worse) with its CI, Holm-adjusted p of the t test, P(better wins), verdict, why."""
+    warning = few_seeds_warning(analysis.few_seeds, markdown=False)
+    lines = [warning] if warning else []
+    if not analysis.results:
+        return "\n".join(lines + ["No claims given; the report compares the arms only."])
+    rows = []
+    for i, result in enumerate(analysis.results, 1):
+        cmp = result.comparison
+        rows.append([i, result.claim.text, cmp.label, estimate_with_ci(cmp.difference),
+                     pvalue(cmp.primary_holm), point(cmp.win_probability), result.verdict,
+                     result.reason])
+    level = f"{analysis.confidence:.0%}"
+    lines += text_table(["#", "claim", "metric", f"difference [{level} CI]", "p (Holm)",
+                         "P(better wins)", "verdict", "why"], rows)
+    return "\n".join(lines)
+
+
+def format_arm_table(analysis: Analysis, label: str | None = None) -> str:
+    """The per-arm table (arm, seeds, mean, sd, IQM, CIs) of view ``label`` as a terminal table
+    with a header row; ``label`` defaults to the report's metric (``analysis.metrics[0]``)."""
+    table = analysis.arm_tables[label or analysis.metrics[0]]
+    rows = [arm_cells(row, code=False) for row in table.itertuples()]
+    return "\n".join(text_table(arm_header(analysis.confidence), rows))
