@@ -38,7 +38,8 @@ class Report:
     ``path`` is the README; ``analysis`` holds everything it shows as data: ``results`` (the
     claims with their ``verdict`` and ``reason``), ``arm_tables`` (per view, a DataFrame with
     columns arm, seeds, mean, sd, iqm, mean_low, mean_high, iqm_low, iqm_high, ci_method),
-    ``comparisons``, ``warnings``, ``few_seeds``; ``plots`` are the PNGs written.
+    ``comparisons``, ``warnings``, ``few_seeds``; ``plots`` are the PNGs written, ``removed``
+    the old ``curves_*.png`` / ``final_*.png`` deleted because this report no longer draws them.
 
     It still stands in for the README path that ``write_report`` used to return (``str()``,
     ``os.fspath``, ``==`` a path, ``read_text``, ``parent``, ``name``); new code should use
@@ -48,6 +49,7 @@ class Report:
     path: Path
     analysis: Analysis
     plots: tuple[Path, ...] = ()
+    removed: tuple[Path, ...] = ()  # stale plots of an earlier report in the same folder
 
     @property
     def results(self) -> list[ClaimResult]:
@@ -284,7 +286,8 @@ def write_report(
     Loads the grid's finished runs from MLflow (or uses ``frame``), writes the README and, per
     metric, ``curves_<metric>.png`` (mean over seeds vs step with a t band) and
     ``final_<metric>.png`` (seeds, mean and bootstrap CI); ``curves=False`` draws no curves
-    (a frame of one step per run). ``paired=None`` pairs by seed when
+    (a frame of one step per run). ``curves_*.png`` and ``final_*.png`` files left in the
+    folder by an earlier report and not drawn now are deleted (``remove_stale_plots``). ``paired=None`` pairs by seed when
     two arms ran the same seeds from the same start; ``command`` defaults to a ``python -c``
     line that regenerates this report. Returns a ``Report``: ``.path`` (the README) and
     ``.analysis`` (claims with verdicts, per-arm tables) as data.
@@ -329,7 +332,23 @@ def write_report(
     readme = folder / "README.md"
     readme.write_text(text)
     written = tuple(folder / file_name for files in drawn.values() for file_name in files.values())
-    return Report(readme, analysis, written)
+    return Report(readme, analysis, written, remove_stale_plots(folder, keep=written))
+
+
+PLOT_PATTERNS = ("curves_*.png", "final_*.png")
+
+
+def remove_stale_plots(folder: Path, *, keep: Iterable[Path]) -> tuple[Path, ...]:
+    """Delete the files in ``folder`` (not below it) named like a report's plots
+    (``PLOT_PATTERNS``) that are not in ``keep``: the plots of metrics an earlier report drew
+    and this one does not, which its README no longer links. Other files are never touched.
+    Returns the deleted paths."""
+    keep = {Path(path) for path in keep}
+    stale = sorted(path for pattern in PLOT_PATTERNS for path in Path(folder).glob(pattern)
+                   if path not in keep and (path.is_file() or path.is_symlink()))
+    for path in stale:
+        path.unlink()
+    return tuple(stale)
 
 
 # --------------------------------------------------------------------------- grid files

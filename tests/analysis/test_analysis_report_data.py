@@ -103,3 +103,50 @@ def test_arm_table_for_the_terminal(tmp_path):
     assert "95% CI of mean" in header and "95% CI of IQM" in header
     assert grpo.startswith("method=grpo  2      0.72") and grpo.endswith("(t)  not estimable")
     assert result.arm_table("eval/accuracy") == format_arm_table(result.analysis)
+
+
+def test_rerunning_a_report_removes_only_its_stale_plots(tmp_path):
+    at_step = [*CLAIMS, report.Claim("early", "grpo", "rft", step=1)]
+    first = report.write_report("r", claims=at_step, frame=make_frame(FIVE), out_dir=tmp_path,
+                                tracking_uri="sqlite:///nowhere.db", n_resamples=200)
+    folder = tmp_path / "r"
+    assert (folder / "final_eval_accuracy_step1.png").exists() and first.removed == ()
+    others = [folder / name for name in ("notes.png", "pass_maj_at_k.png", "final_notes.txt",
+                                         "my_final_eval.png", "curves_old.png.bak", "data.csv")]
+    for path in others:
+        path.write_text("kept")
+    (folder / "final_folder.png").mkdir()  # a folder named like a plot is no plot
+    (folder / "sub").mkdir()
+    (folder / "sub" / "final_eval_accuracy_step1.png").write_text("kept")  # only the folder itself
+    (folder / "curves_eval_len.png").write_text("stale")
+    second = write(tmp_path, FIVE)  # no claim at step 1 any more
+    assert sorted(p.name for p in second.removed) == [
+        "curves_eval_len.png", "final_eval_accuracy_step1.png"]
+    assert not (folder / "final_eval_accuracy_step1.png").exists()
+    assert not (folder / "curves_eval_len.png").exists()
+    assert all(path.read_text() == "kept" for path in others)
+    assert (folder / "final_folder.png").is_dir()
+    assert (folder / "sub" / "final_eval_accuracy_step1.png").exists()
+    assert sorted(p.name for p in folder.glob("*.png")) == [
+        "curves_eval_accuracy.png", "final_eval_accuracy.png", "final_folder.png",
+        "my_final_eval.png", "notes.png", "pass_maj_at_k.png"]
+    assert "final_eval_accuracy_step1.png" not in second.read_text()
+
+
+def test_curves_false_removes_old_curves(tmp_path):
+    write(tmp_path, FIVE)
+    again = report.write_report("r", claims=CLAIMS, frame=make_frame(FIVE), out_dir=tmp_path,
+                                tracking_uri="sqlite:///nowhere.db", n_resamples=200,
+                                curves=False)
+    assert [p.name for p in again.removed] == ["curves_eval_accuracy.png"]
+    assert [p.name for p in again.plots] == ["final_eval_accuracy.png"]
+    assert (tmp_path / "r" / "final_eval_accuracy.png").exists()
+
+
+def test_remove_stale_plots_keeps_what_it_is_told_to(tmp_path):
+    for name in ("final_a.png", "final_b.png", "curves_a.png", "final_a.PNG", "finals.png"):
+        (tmp_path / name).write_text("x")
+    removed = report.remove_stale_plots(tmp_path, keep=[tmp_path / "final_a.png"])
+    assert [p.name for p in removed] == ["curves_a.png", "final_b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final_a.PNG", "final_a.png",
+                                                          "finals.png"]
