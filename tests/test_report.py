@@ -51,7 +51,11 @@ def test_report_of_a_real_grid(tiny_config, tmp_path, capsys):
     assert all(any(f"**{v}**" in line for v in ("holds", "does not hold", "inconclusive")) for line in verdicts)
     # at step 0 both arms are the same model evaluated with the same generator: difference exactly 0
     same_start = verdicts[1]
-    assert "`eval/accuracy@step0`" in same_start and "| 0 [0, 0] |" in same_start and "**holds**" in same_start
+    assert "`eval/accuracy@step0`" in same_start and "| 0 [0, 0] (t) |" in same_start and "**holds**" in same_start
+    # 2 seeds per arm: said at the top, t-intervals of the differences, no probability of improvement
+    head = text.split("## Claims", 1)[0]
+    assert "Warning: too few seeds" in head and "`method=grpo` (2 seeds)" in head
+    assert all("(t) | paired_t |" in line and "| not estimable |" in line for line in verdicts)
     assert "## Pairwise tests" in text and "p (Holm)" in text
     assert "paired" in text and "same seeds and same start" in text
     assert f"grpo-lab report {GRID} --grid-file {grid_file}" in text  # the command that reproduces it

@@ -10,6 +10,13 @@ flipped when lower is better; p = Holm-adjusted p of the t test):
   ``inconclusive`` otherwise.
 - ``at_least_as_good`` claim (non-inferiority without a margin): ``does not hold`` under the
   same two conditions (``worse`` is significantly better), ``holds`` otherwise.
+
+Fewer than ``MIN_SEEDS_FOR_CI`` (5) seeds in an arm: a percentile bootstrap over 2-4 values is
+far too narrow, so such an arm's mean gets a Student t-interval (its IQM no interval), a
+comparison involving it gets the t-interval of the difference that matches its t test (paired t
+or Welch), its probability of improvement is not estimable, the CI alone never fails a claim,
+and the reason of the verdict says how few seeds there were and, for an inconclusive claim, how
+many the observed difference would need (``stats.seeds_needed``).
 """
 
 from __future__ import annotations
@@ -32,8 +39,14 @@ class ReportError(ValueError):
     """A report that cannot be written as asked (no runs, an unknown arm or metric, a bad claim)."""
 
 
-# Fewer seeds than this: a bootstrap CI that excludes 0 does not make a claim fail on its own.
+# Fewer seeds than this in an arm: no bootstrap intervals and no probability of improvement for
+# it (t-intervals instead), and a CI that excludes 0 does not make a claim fail on its own.
 MIN_SEEDS_FOR_CI = 5
+
+
+def few_seeds(n: int | None) -> bool:
+    """True when ``n`` seeds are too few for bootstrap intervals (``n < MIN_SEEDS_FOR_CI``)."""
+    return n is not None and n < MIN_SEEDS_FOR_CI
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -123,7 +136,7 @@ class Comparison:
     improvement: Interval  # difference oriented so that > 0 favours ``better``
     primary: stats.TestResult  # Welch or paired t
     rank: stats.TestResult  # Mann-Whitney or Wilcoxon
-    win_probability: Interval  # P(better run beats worse run)
+    win_probability: Interval  # P(better run beats worse run); not estimable with few seeds
     primary_holm: float = np.nan
     rank_holm: float = np.nan
     step: int | None = None  # values at the last evaluation at or before this step; None = final
@@ -131,6 +144,11 @@ class Comparison:
     @property
     def label(self) -> str:
         return view_label(self.metric, self.step)
+
+    @property
+    def few_seeds(self) -> bool:
+        """An arm has fewer than ``MIN_SEEDS_FOR_CI`` seeds: t-intervals, no win probability."""
+        return few_seeds(min(self.n))
 
 
 @dataclass(frozen=True)
@@ -149,21 +167,40 @@ def decide(
     at_least_as_good: bool = False,
     alpha: float = 0.05,
     seeds: int | None = None,
+    needed_seeds: float | None = None,
+    power: float = 0.8,
 ) -> tuple[str, str]:
     """Verdict and its reason from the oriented improvement, its CI and the Holm-adjusted p.
 
-    ``seeds`` (the smaller arm's count): below ``MIN_SEEDS_FOR_CI`` the bootstrap CI alone decides
-    nothing (a percentile bootstrap of 2-4 values is far too narrow); only the test does."""
+    ``seeds`` (the smaller arm's count): below ``MIN_SEEDS_FOR_CI`` the CI alone decides nothing
+    (a percentile bootstrap of 2-4 values is far too narrow); only the test does, and the reason
+    says how few seeds there were. ``needed_seeds`` (``stats.seeds_needed`` for ``power``) is
+    quoted in the reason of an inconclusive claim with few seeds when it exceeds ``seeds``."""
     significant = bool(p_adjusted < alpha)  # NaN compares False
-    if improvement_ci[1] < 0 and (seeds is None or seeds >= MIN_SEEDS_FOR_CI):
+    few = few_seeds(seeds)
+    only = f" (only {seeds} seeds per arm)" if few else ""
+    if improvement_ci[1] < 0 and not few:
         return DOES_NOT_HOLD, "the CI of the difference lies entirely in the wrong direction"
     if improvement < 0 and significant:
-        return DOES_NOT_HOLD, f"wrong direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
+        return DOES_NOT_HOLD, (f"wrong direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
+                               f"{only}")
     if at_least_as_good:
+        if few:
+            return HOLDS, ("the worse-claimed arm is not significantly better, but with "
+                           f"{seeds} seeds per arm only a large gap could show")
         return HOLDS, "the worse-claimed arm is not significantly better"
     if improvement > 0 and significant:
-        return HOLDS, f"claimed direction with adjusted p = {p_adjusted:.3g} < {alpha:g}"
-    return INCONCLUSIVE, f"adjusted p = {p_adjusted:.3g} is not below {alpha:g}"
+        return HOLDS, f"claimed direction with adjusted p = {p_adjusted:.3g} < {alpha:g}{only}"
+    reason = f"adjusted p = {p_adjusted:.3g} is not below {alpha:g}"
+    if not few:
+        return INCONCLUSIVE, reason
+    reason = f"too few seeds ({seeds} per arm): {reason}"
+    if needed_seeds is not None and needed_seeds == np.inf:
+        reason += "; the observed difference is 0, which no number of seeds resolves"
+    elif needed_seeds is not None and np.isfinite(needed_seeds) and needed_seeds > seeds:
+        reason += (f"; a difference this size needs about {needed_seeds:.0f} seeds per arm "
+                   f"for {power:.0%} power")
+    return INCONCLUSIVE, reason
 
 
 def _part_matches(wanted: str, part: str) -> bool:
@@ -241,14 +278,18 @@ def compare(
         x, y = x.align(y, join="inner")
     x, y = x.to_numpy(dtype=float), y.to_numpy(dtype=float)
     options = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
-    difference = estimators.difference_ci(x, y, paired=paired, **options)
+    if few_seeds(min(len(x), len(y))):
+        difference = estimators.difference_t_interval(x, y, paired=paired, confidence=confidence)
+        win = estimators.not_estimable(confidence)
+    else:
+        difference = estimators.difference_ci(x, y, paired=paired, **options)
+        if higher_is_better:
+            win = estimators.probability_of_improvement_ci(x, y, **options)
+        else:
+            win = estimators.probability_of_improvement_ci(y, x, **options)
     sign = 1.0 if higher_is_better else -1.0
     low, high = sorted((sign * difference.low, sign * difference.high))
     improvement = Interval(sign * difference.estimate, low, high, confidence, difference.method)
-    if higher_is_better:
-        win = estimators.probability_of_improvement_ci(x, y, **options)
-    else:
-        win = estimators.probability_of_improvement_ci(y, x, **options)
     primary = stats.paired_t(x, y) if paired else stats.welch_t(x, y)
     rank = stats.wilcoxon(x, y) if paired else stats.mann_whitney(x, y)
     return Comparison(metric, better, worse, paired, reason, (len(x), len(y)), difference,
@@ -278,11 +319,16 @@ class Analysis:
     results: list[ClaimResult]
     warnings: list[str] = field(default_factory=list)
     views: dict[str, tuple[str, int | None]] = field(default_factory=dict)
+    # arms with fewer than MIN_SEEDS_FOR_CI seeds in some table -> their smallest seed count
+    few_seeds: dict[str, int] = field(default_factory=dict)
+    confidence: float = 0.95  # of every interval above
 
 
 def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
     """Per arm: seeds, mean, sd, IQM and bootstrap CIs of mean and IQM (stratified by task
-    when an arm's runs span several ``task.name`` values)."""
+    when an arm's runs span several ``task.name`` values); with fewer than
+    ``MIN_SEEDS_FOR_CI`` seeds a t-interval of the mean and no CI of the IQM. Column
+    ``ci_method`` names the interval of the mean."""
     rows, intervals = [], {}
     task_column = "param:task.name"
     for arm, group in finals.groupby("arm", sort=True):
@@ -292,7 +338,11 @@ def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
         if task_column in frame:
             task_of = frame.drop_duplicates("run_id").set_index("run_id")[task_column]
             tasks = group["run_id"].map(task_of)
-        if tasks is not None and tasks.nunique() > 1:
+        if few_seeds(len(values)):
+            mean_ci = estimators.t_interval(values, confidence=confidence)
+            iqm_ci = dataclasses.replace(estimators.not_estimable(confidence),
+                                         estimate=float(estimators.iqm(values)))
+        elif tasks is not None and tasks.nunique() > 1:
             strata = [group.loc[tasks == task, "value"].to_numpy(float)
                       for task in sorted(tasks.unique())]
             mean_ci = estimators.stratified_bootstrap_ci(strata, "mean", **options)
@@ -305,7 +355,7 @@ def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
             "arm": arm, "seeds": len(values), "mean": mean_ci.estimate,
             "sd": float(np.std(values, ddof=1)) if len(values) > 1 else np.nan,
             "iqm": iqm_ci.estimate, "mean_low": mean_ci.low, "mean_high": mean_ci.high,
-            "iqm_low": iqm_ci.low, "iqm_high": iqm_ci.high,
+            "iqm_low": iqm_ci.low, "iqm_high": iqm_ci.high, "ci_method": mean_ci.method,
         })
     return pd.DataFrame(rows), intervals
 
@@ -374,6 +424,10 @@ def analyse(
     results = []
     for claim in claims:
         comparison = by_key[(claim.metric, claim.step, claim.better, claim.worse)]
+        needed = None
+        if comparison.few_seeds:
+            values = arm_values(finals[view_label(claim.metric, claim.step)])
+            needed = stats.seeds_needed(values[claim.better], values[claim.worse], alpha=alpha)
         verdict, reason = decide(
             comparison.improvement.estimate,
             (comparison.improvement.low, comparison.improvement.high),
@@ -381,6 +435,7 @@ def analyse(
             at_least_as_good=claim.at_least_as_good,
             alpha=alpha,
             seeds=min(comparison.n),
+            needed_seeds=needed,
         )
         results.append(ClaimResult(claim, comparison, verdict, reason))
     warnings = []
@@ -390,5 +445,10 @@ def analyse(
         if step is not None:
             found = [f"at step {step}: {w}" for w in found]
         warnings += [w for w in found if w not in warnings]
+    few: dict[str, int] = {}
+    for table in tables.values():
+        for arm, seeds in zip(table["arm"], table["seeds"]):
+            if few_seeds(seeds):
+                few[arm] = min(int(seeds), few.get(arm, int(seeds)))
     return Analysis(list(views), tables, intervals, finals, comparisons, results, warnings,
-                    views)
+                    views, dict(sorted(few.items())), confidence)

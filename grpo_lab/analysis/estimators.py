@@ -1,8 +1,13 @@
-"""Pure point estimators over seeds, and their bootstrap uncertainty.
+"""Pure point estimators over seeds, and their uncertainty (bootstrap and Student t).
 
 Layer 3 and 4 of the analysis (load -> tidy frame -> **estimators -> uncertainty** -> plots).
 Everything here takes numpy arrays of per-seed scores and returns numbers; nothing knows about
 MLflow, pandas or plotting, so each function can be checked by hand on a short literal array.
+
+Bootstrap intervals need enough seeds to resample: with 2-4 values the percentile bootstrap
+can only return values between the extremes of a handful of points and is far too narrow. For
+so few seeds use the Student t-intervals (``t_interval``, ``difference_t_interval``), which
+are exact under normality at any n >= 2.
 
 The point estimators accept an ``axis`` argument (default: the last axis) so that
 ``scipy.stats.bootstrap`` can call them vectorised over all resamples at once.
@@ -10,6 +15,7 @@ The point estimators accept an ``axis`` argument (default: the last axis) so tha
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
@@ -271,3 +277,69 @@ def difference_ci(
         [x, y], difference, float(difference(x, y)),
         confidence=confidence, n_resamples=n_resamples, seed=seed, method=method, paired=paired,
     )
+
+
+# --------------------------------------------------------------------------- Student t intervals
+
+T_METHODS = ("t", "paired t", "Welch t")
+NOT_ESTIMABLE = "not estimable"
+
+
+def not_estimable(confidence: float = 0.95) -> Interval:
+    """An interval (and estimate) that the data cannot support, e.g. a probability of
+    improvement from 2 seeds per arm: everything NaN, ``method`` says why."""
+    return Interval(np.nan, np.nan, np.nan, confidence, NOT_ESTIMABLE)
+
+
+def _t_half_width(se: float, df: float, confidence: float) -> float:
+    """t_{(1+c)/2, df} * se; 0 when se is 0 (all values equal), NaN when df is not positive."""
+    if se == 0:
+        return 0.0
+    if not np.isfinite(df) or df <= 0 or not np.isfinite(se):
+        return np.nan
+    return float(_scipy_stats.t.ppf((1 + confidence) / 2, df) * se)
+
+
+def t_interval(values, *, confidence: float = 0.95) -> Interval:
+    """Student t-interval of the mean: mean +- t_{(1+c)/2, n-1} * s / sqrt(n), s with ddof=1.
+
+    Honest at small n (exact when the values are normal), unlike a bootstrap of 2-4 values.
+    Example: [1, 3] -> mean 2, s = sqrt(2), s / sqrt(2) = 1, t_{0.975, 1} = tan(0.475 pi)
+    = 12.706 -> [-10.706, 14.706]. NaN bounds for a single value.
+    """
+    array = np.asarray(values, dtype=float).ravel()
+    if len(array) == 0:
+        return Interval(np.nan, np.nan, np.nan, confidence, "t")
+    centre = float(array.mean())
+    if len(array) < 2:
+        return Interval(centre, np.nan, np.nan, confidence, "t")
+    half = _t_half_width(float(array.std(ddof=1) / np.sqrt(len(array))), len(array) - 1,
+                         confidence)
+    return Interval(centre, centre - half, centre + half, confidence, "t")
+
+
+def difference_t_interval(x, y, *, paired: bool = False, confidence: float = 0.95) -> Interval:
+    """t-interval of mean(x) - mean(y), the interval that matches ``stats.paired_t`` /
+    ``stats.welch_t`` (it excludes 0 exactly when their p < 1 - confidence).
+
+    Paired (x[i], y[i] share seed i): ``t_interval`` of d = x - y, df = n - 1. Unpaired
+    (Welch): (mean_x - mean_y) +- t_{(1+c)/2, df} * se, se^2 = s_x^2/n_x + s_y^2/n_y and the
+    Welch-Satterthwaite df = se^4 / ((s_x^2/n_x)^2/(n_x-1) + (s_y^2/n_y)^2/(n_y-1)).
+    Example: x = [1, 3], y = [4, 6]: se^2 = 1 + 1 = 2, df = 4 / 2 = 2, t_{0.975, 2} = 4.3027
+    -> -3 +- 6.085. NaN bounds when an arm has a single value.
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if paired:
+        if len(x) != len(y):
+            raise ValueError(f"paired difference needs equal lengths, got {len(x)} and {len(y)}")
+        within = t_interval(x - y, confidence=confidence)
+        return dataclasses.replace(within, method="paired t")
+    estimate = float(x.mean() - y.mean()) if len(x) and len(y) else np.nan
+    if min(len(x), len(y)) < 2:
+        return Interval(estimate, np.nan, np.nan, confidence, "Welch t")
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se2 = vx + vy
+    df = se2**2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)) if se2 > 0 else np.nan
+    half = _t_half_width(float(np.sqrt(se2)), df, confidence)
+    return Interval(estimate, estimate - half, estimate + half, confidence, "Welch t")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import matplotlib
 
@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from scipy import stats as _scipy_stats  # noqa: E402
+from matplotlib.font_manager import FontProperties  # noqa: E402
 
-from grpo_lab.analysis.estimators import Interval  # noqa: E402
+from grpo_lab.analysis.estimators import T_METHODS, Interval, t_interval  # noqa: E402
 
 
 def slug(text: str) -> str:
@@ -28,15 +28,8 @@ def slug(text: str) -> str:
 
 def t_band(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t interval mean +- t_{(1+c)/2, n-1} s / sqrt(n) of one step's seeds."""
-    values = values[~np.isnan(values)]
-    n = len(values)
-    if n == 0:
-        return np.nan, np.nan, np.nan
-    centre = float(values.mean())
-    if n < 2:
-        return centre, np.nan, np.nan
-    half = _scipy_stats.t.ppf((1 + confidence) / 2, n - 1) * values.std(ddof=1) / np.sqrt(n)
-    return centre, centre - half, centre + half
+    interval = t_interval(values[~np.isnan(values)], confidence=confidence)
+    return interval.estimate, interval.low, interval.high
 
 
 def curve_table(frame: pd.DataFrame, metric: str, confidence: float = 0.95) -> pd.DataFrame:
@@ -50,10 +43,8 @@ def curve_table(frame: pd.DataFrame, metric: str, confidence: float = 0.95) -> p
     return pd.DataFrame(rows, columns=["arm", "step", "n", "mean", "low", "high"])
 
 
-def plot_learning_curves(
-    frame: pd.DataFrame, metric: str, path: str | Path, *, confidence: float = 0.95
-) -> Path:
-    """Mean over seeds of ``metric`` vs step for each arm, with a Student-t CI band."""
+def learning_curves_figure(frame: pd.DataFrame, metric: str, *, confidence: float = 0.95):
+    """The figure of ``plot_learning_curves``, laid out, not saved (the caller closes it)."""
     table = curve_table(frame, metric, confidence)
     figure, axes = plt.subplots(figsize=(6.4, 4.0))
     for arm, curve in table.groupby("arm", sort=True):
@@ -62,22 +53,44 @@ def plot_learning_curves(
                           color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_xlabel("training step")
     axes.set_ylabel(metric)
-    axes.set_title(f"{metric}: mean over seeds, {confidence:.0%} t-interval band")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
-    return _save(figure, path)
+    fit_title(figure, f"{metric}: mean over seeds, {confidence:.0%} t-interval band",
+              fontsize="large")
+    return figure
 
 
-def plot_final_metric(
+def plot_learning_curves(
+    frame: pd.DataFrame, metric: str, path: str | Path, *, confidence: float = 0.95
+) -> Path:
+    """Mean over seeds of ``metric`` vs step for each arm, with a Student-t CI band."""
+    return _save(learning_curves_figure(frame, metric, confidence=confidence), path)
+
+
+def interval_name(intervals: Iterable[Interval]) -> str:
+    """What the whiskers are: '95% percentile bootstrap CI', '95% t-interval', or both named
+    when arms with few seeds have t-intervals and the others bootstrap CIs."""
+    intervals = list(intervals)
+    if not intervals:
+        return "CI"
+    level = f"{intervals[0].confidence:.0%}"
+    methods = sorted({interval.method for interval in intervals})
+    bootstrap = [method for method in methods if method not in T_METHODS]
+    if not bootstrap:
+        return f"{level} t-interval"
+    if len(methods) == 1:
+        return f"{level} {methods[0]} bootstrap CI"
+    return f"{level} CI ({', '.join(bootstrap)} bootstrap; t-interval for arms with few seeds)"
+
+
+def final_metric_figure(
     finals: pd.DataFrame,
     intervals: Mapping[str, Interval],
     metric: str,
-    path: str | Path,
     *,
     title: str | None = None,
-) -> Path:
-    """One row per arm: each seed's final value as a dot, the estimate and its CI whiskers.
-    ``title`` names the values (default ``final <metric>``)."""
+):
+    """The figure of ``plot_final_metric``, laid out, not saved (the caller closes it)."""
     arms = sorted(intervals)
     figure, axes = plt.subplots(figsize=(6.4, 1.0 + 0.6 * len(arms)))
     jitter = np.random.default_rng(0)  # fixed so the figure is reproducible
@@ -94,18 +107,62 @@ def plot_final_metric(
     axes.set_yticks(range(len(arms)), arms)
     axes.set_ylim(-0.6, len(arms) - 0.4)
     what = title or f"final {metric}"
-    axes.set_xlabel(what)
-    first = next(iter(intervals.values()), None)
-    band = f"{first.confidence:.0%} {first.method} bootstrap CI" if first else "CI"
-    axes.set_title(f"{what}: seeds (grey), mean and {band}", fontsize="medium")
+    axes.set_xlabel(metric)  # the title says which values (final, at a step): a short label fits
     axes.grid(axis="x", alpha=0.3)
-    return _save(figure, path)
+    fit_title(figure, f"{what}: seeds (grey), mean and {interval_name(intervals.values())}")
+    return figure
+
+
+def plot_final_metric(
+    finals: pd.DataFrame,
+    intervals: Mapping[str, Interval],
+    metric: str,
+    path: str | Path,
+    *,
+    title: str | None = None,
+) -> Path:
+    """One row per arm: each seed's final value as a dot, the estimate and its CI whiskers.
+    ``title`` names the values (default ``final <metric>``)."""
+    return _save(final_metric_figure(finals, intervals, metric, title=title), path)
+
+
+def fit_title(figure, text: str, *, fontsize: str | float = "medium"):
+    """Give ``figure`` the title ``text`` so that it is never cut off, then lay it out.
+
+    The title is centred on the figure, not on the axes (long arm labels push the axes to the
+    right, and a title centred over them ran off the right edge); it is wrapped at spaces into
+    lines that fit the figure's width, the figure grows by a line's height per extra line, a
+    single word wider than the figure shrinks the font, and ``tight_layout`` keeps the title
+    clear of the axes. Returns the title's Text.
+    """
+    renderer = figure.canvas.get_renderer()
+    font = FontProperties(size=fontsize)
+    room = 0.96 * figure.bbox.width  # pixels, a small margin on each side
+
+    def width(line: str) -> float:
+        return renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+
+    lines: list[str] = []
+    for word in text.split():
+        if lines and width(f"{lines[-1]} {word}") <= room:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    widest = max((width(line) for line in lines), default=0.0)
+    if widest > room:
+        font = FontProperties(size=font.get_size_in_points() * room / widest)
+    extra = len(lines) - 1
+    if extra:
+        w, h = figure.get_size_inches()
+        figure.set_size_inches(w, h + extra * 1.3 * font.get_size_in_points() / 72)
+    title = figure.suptitle("\n".join(lines), fontproperties=font)
+    figure.tight_layout()
+    return title
 
 
 def _save(figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path

@@ -3,53 +3,108 @@
 Pipeline: ``load_runs`` -> ``final_values`` per metric -> per-arm estimates with bootstrap CIs
 -> one ``Comparison`` per (metric, better arm, worse arm) -> Holm correction over the family of
 comparisons -> a verdict per claim (`grpo_lab.analysis.claims`, whose names this module also
-exports) -> markdown + PNG.
+exports) -> markdown + PNG. ``write_report`` returns a ``Report``: the README's path and the
+analysis behind it as data, with terminal tables of both (``claims_table``, ``arm_table``).
 """
 
 from __future__ import annotations
 
 import datetime as _datetime
+import os
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from grpo_lab.analysis import estimators
 # the claims' names are the report's too (callers import them from here)
 from grpo_lab.analysis.claims import (  # noqa: F401
-    DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ReportError, analyse, claim_from_dict,
-    compare, decide, parse_claim, resolve_arm,
+    DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ClaimResult, ReportError, analyse,
+    claim_from_dict, compare, decide, parse_claim, resolve_arm,
 )
-from grpo_lab.analysis.estimators import Interval
 from grpo_lab.analysis.frame import load_runs, resolve_tracking_uri
+from grpo_lab.analysis.text import (
+    arm_cells, arm_header, estimate_with_ci, few_seeds_warning, format_arm_table,
+    format_claims_table, markdown_table, number, point, pvalue,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Report:
+    """What ``write_report`` wrote and found.
+
+    ``path`` is the README; ``analysis`` holds everything it shows as data: ``results`` (the
+    claims with their ``verdict`` and ``reason``), ``arm_tables`` (per view, a DataFrame with
+    columns arm, seeds, mean, sd, iqm, mean_low, mean_high, iqm_low, iqm_high, ci_method),
+    ``comparisons``, ``warnings``, ``few_seeds``; ``plots`` are the PNGs written, ``removed``
+    the old ``curves_*.png`` / ``final_*.png`` deleted because this report no longer draws them.
+
+    It still stands in for the README path that ``write_report`` used to return (``str()``,
+    ``os.fspath``, ``==`` a path, ``read_text``, ``parent``, ``name``); new code should use
+    ``.path``.
+    """
+
+    path: Path
+    analysis: Analysis
+    plots: tuple[Path, ...] = ()
+    removed: tuple[Path, ...] = ()  # stale plots of an earlier report in the same folder
+
+    @property
+    def results(self) -> list[ClaimResult]:
+        """The claims in order, each with its comparison, ``verdict`` and ``reason``."""
+        return self.analysis.results
+
+    @property
+    def arms(self) -> pd.DataFrame:
+        """Per-arm table of the report's metric (one row per arm)."""
+        return self.analysis.arm_tables[self.analysis.metrics[0]]
+
+    @property
+    def warning(self) -> str | None:
+        """The few-seeds warning that opens the report (terminal text), or None."""
+        return few_seeds_warning(self.analysis.few_seeds, markdown=False)
+
+    def claims_table(self) -> str:
+        """The claims and verdicts as a terminal table with a header row (``format_claims_table``),
+        after the few-seeds warning when it applies."""
+        return format_claims_table(self.analysis)
+
+    def arm_table(self, label: str | None = None) -> str:
+        """The per-arm table of ``label`` (default: the report's metric) for the terminal."""
+        return format_arm_table(self.analysis, label)
+
+    # the README path that write_report returned before it returned a Report
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Report):
+            return self.path == other.path
+        if isinstance(other, (str, os.PathLike)):
+            return self.path == Path(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def read_text(self, *args, **kwargs) -> str:
+        return self.path.read_text(*args, **kwargs)
+
+    @property
+    def parent(self) -> Path:
+        return self.path.parent
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 # --------------------------------------------------------------------------- markdown
-
-
-def _number(value: float) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
-
-
-def _p(value: float) -> str:
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    return "<0.0001" if value < 1e-4 else f"{value:.4f}"
-
-
-def _ci(low: float, high: float) -> str:
-    return f"[{_number(low)}, {_number(high)}]"
-
-
-def _estimate_with_ci(interval: Interval) -> str:
-    return f"{_number(interval.estimate)} {_ci(interval.low, interval.high)}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
 
 
 def _reproduce_command(name, claims, *, metric, out_dir, tracking_uri, baseline,
@@ -101,6 +156,9 @@ def render_markdown(
     lines = [f"# {name}", "",
              f"Grid `{grid}` from `{tracking_uri}`; primary metric `{metric}` ({direction}); "
              f"generated {now}.", ""]
+    warning = few_seeds_warning(analysis.few_seeds)
+    if warning:
+        lines += [warning, ""]
 
     lines += ["## Claims", ""]
     if analysis.results:
@@ -116,13 +174,12 @@ def render_markdown(
             cmp = result.comparison
             rows.append([
                 i, f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
-                _estimate_with_ci(cmp.difference), cmp.primary.test, _p(cmp.primary_holm),
-                f"{_number(cmp.win_probability.estimate)}",
-                f"**{result.verdict}**", result.reason,
+                estimate_with_ci(cmp.difference), cmp.primary.test, pvalue(cmp.primary_holm),
+                point(cmp.win_probability), f"**{result.verdict}**", result.reason,
             ])
         lines += ["### Verdicts", ""]
-        lines += _table(["#", "comparison", "metric", f"difference [{level} CI]", "test",
-                         "p (Holm)", "P(better wins)", "verdict", "why"], rows)
+        lines += markdown_table(["#", "comparison", "metric", f"difference [{level} CI]",
+                                 "test", "p (Holm)", "P(better wins)", "verdict", "why"], rows)
     else:
         lines.append("No claims given; the report compares the arms only.")
     lines.append("")
@@ -137,12 +194,13 @@ def render_markdown(
             lines += [f"## `{metric_}` at step {step_} per arm", "",
                       f"Each run's value at its last evaluation at or before step {step_}; "
                       "one value per seed.", ""]
-        rows = [[f"`{r.arm}`", r.seeds, _number(r.mean), _number(r.sd), _number(r.iqm),
-                 _ci(r.mean_low, r.mean_high), _ci(r.iqm_low, r.iqm_high)]
-                for r in table.itertuples()]
-        lines += _table(["arm", "seeds", "mean", "sd", "IQM", f"{level} CI of mean",
-                         f"{level} CI of IQM"], rows)
+        rows = [arm_cells(r) for r in table.itertuples()]
+        lines += markdown_table(arm_header(confidence), rows)
         lines.append("")
+        if any(table["ci_method"].isin(estimators.T_METHODS)):
+            lines += [f"(t): Student t-interval mean ± t·s/√n, for arms with fewer than "
+                      f"{MIN_SEEDS_FOR_CI} seeds (a bootstrap over so few values is too narrow).",
+                      ""]
         for label, file_name in plots.get(name_, {}).items():
             lines += [f"![{label}]({file_name})", ""]
 
@@ -156,23 +214,24 @@ def render_markdown(
         rows.append([
             f"`{cmp.better}` vs `{cmp.worse}`", f"`{cmp.label}`",
             f"{'yes' if cmp.paired else 'no'} ({cmp.pairing_reason})", f"{cmp.n[0]}, {cmp.n[1]}",
-            _estimate_with_ci(cmp.difference),
-            f"{cmp.primary.test} t={_number(cmp.primary.statistic)}", _p(cmp.primary.pvalue),
-            _p(cmp.primary_holm),
-            f"{cmp.rank.test} {_number(cmp.rank.statistic)}", _p(cmp.rank.pvalue),
-            _p(cmp.rank_holm),
+            estimate_with_ci(cmp.difference),
+            f"{cmp.primary.test} t={number(cmp.primary.statistic)}",
+            pvalue(cmp.primary.pvalue), pvalue(cmp.primary_holm),
+            f"{cmp.rank.test} {number(cmp.rank.statistic)}", pvalue(cmp.rank.pvalue),
+            pvalue(cmp.rank_holm),
         ])
-    lines += _table(["comparison", "metric", "paired", "n", f"difference [{level} CI]",
-                     "t test", "p", "p (Holm)", "rank test", "p", "p (Holm)"], rows)
+    lines += markdown_table(["comparison", "metric", "paired", "n",
+                             f"difference [{level} CI]", "t test", "p", "p (Holm)", "rank test",
+                             "p", "p (Holm)"], rows)
     lines.append("")
 
     lines += ["## Probability of improvement", "",
               "P(a run of the first arm beats a run of the second) = P(X > Y) + 0.5 P(X = Y) "
               f"over all pairs of seeds ({direction}); 0.5 = no tendency either way.", ""]
     rows = [[f"`{c.better}` vs `{c.worse}`", f"`{c.label}`",
-             _estimate_with_ci(c.win_probability)]
+             estimate_with_ci(c.win_probability)]
             for c in analysis.comparisons]
-    lines += _table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
+    lines += markdown_table(["comparison", "metric", f"P(improvement) [{level} CI]"], rows)
     lines.append("")
 
     lines += ["## Validity warnings", ""]
@@ -188,7 +247,15 @@ def render_markdown(
               f"entirely in the wrong direction (with at least {MIN_SEEDS_FOR_CI} seeds per arm), or "
               f"the difference is in the wrong direction "
               f"with adjusted p < {alpha:g}; `inconclusive` otherwise. An 'at least as good' "
-              "claim holds unless the other arm is significantly better.", ""]
+              "claim holds unless the other arm is significantly better."]
+    if analysis.few_seeds:
+        lines += [f"- Arms with fewer than {MIN_SEEDS_FOR_CI} seeds: CI of the mean = Student "
+                  "t-interval; CI of a difference = the t-interval of its t test (paired t: "
+                  "mean(d) ± t_{n-1}·sd(d)/√n; Welch: Welch-Satterthwaite df), marked (t); no "
+                  "CI of the IQM and no probability of improvement; an inconclusive verdict "
+                  "quotes the seeds per arm that the observed difference would need for 80% "
+                  f"power at alpha = {alpha:g} (normal approximation, pooled sd)."]
+    lines.append("")
 
     lines += ["## Reproduce", "", "```bash", command, "```", ""]
     return "\n".join(lines)
@@ -213,15 +280,17 @@ def write_report(
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     seed: int = 0,
     curves: bool = True,
-) -> Path:
+) -> Report:
     """Test ``claims`` on grid ``grid`` (default ``name``) and write ``out_dir/name/README.md``.
 
     Loads the grid's finished runs from MLflow (or uses ``frame``), writes the README and, per
     metric, ``curves_<metric>.png`` (mean over seeds vs step with a t band) and
     ``final_<metric>.png`` (seeds, mean and bootstrap CI); ``curves=False`` draws no curves
-    (a frame of one step per run). ``paired=None`` pairs by seed when
+    (a frame of one step per run). ``curves_*.png`` and ``final_*.png`` files left in the
+    folder by an earlier report and not drawn now are deleted (``remove_stale_plots``). ``paired=None`` pairs by seed when
     two arms ran the same seeds from the same start; ``command`` defaults to a ``python -c``
-    line that regenerates this report. Returns the README path.
+    line that regenerates this report. Returns a ``Report``: ``.path`` (the README) and
+    ``.analysis`` (claims with verdicts, per-arm tables) as data.
     """
     from grpo_lab.analysis import plots  # matplotlib only when a report is drawn
 
@@ -262,7 +331,24 @@ def write_report(
                            command=command, plots=drawn)
     readme = folder / "README.md"
     readme.write_text(text)
-    return readme
+    written = tuple(folder / file_name for files in drawn.values() for file_name in files.values())
+    return Report(readme, analysis, written, remove_stale_plots(folder, keep=written))
+
+
+PLOT_PATTERNS = ("curves_*.png", "final_*.png")
+
+
+def remove_stale_plots(folder: Path, *, keep: Iterable[Path]) -> tuple[Path, ...]:
+    """Delete the files in ``folder`` (not below it) named like a report's plots
+    (``PLOT_PATTERNS``) that are not in ``keep``: the plots of metrics an earlier report drew
+    and this one does not, which its README no longer links. Other files are never touched.
+    Returns the deleted paths."""
+    keep = {Path(path) for path in keep}
+    stale = sorted(path for pattern in PLOT_PATTERNS for path in Path(folder).glob(pattern)
+                   if path not in keep and (path.is_file() or path.is_symlink()))
+    for path in stale:
+        path.unlink()
+    return tuple(stale)
 
 
 # --------------------------------------------------------------------------- grid files
@@ -299,8 +385,9 @@ def report_grid(
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     experiments_dir: str | Path = "experiments",
     command: str | None = None,
-) -> Path:
-    """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/``.
+) -> Report:
+    """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/`` (a ``Report``,
+    as ``write_report`` returns).
 
     Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists) for the grid's
     ``name`` (the ``grpo_lab.grid`` tag), its ``metric``, ``higher_is_better``, ``baseline``,

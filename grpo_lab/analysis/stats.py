@@ -149,3 +149,19 @@ def required_seeds(effect: float, sd: float, *, alpha: float = 0.05, power: floa
     z_alpha = _scipy_stats.norm.ppf(1 - alpha / 2)
     z_power = _scipy_stats.norm.ppf(power)
     return max(2, math.ceil(2 * (z_alpha + z_power) ** 2 * sd**2 / effect**2))
+
+
+def seeds_needed(x, y, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Seeds per arm that the observed difference between two arms would need.
+
+    ``required_seeds(|mean_x - mean_y|, sqrt((s_x^2 + s_y^2) / 2))``: the observed effect with
+    the pooled sd (ddof=1). Example: x = [1, 3], y = [2, 4]: effect 1, pooled sd sqrt(2) ->
+    2 * 2.8016^2 * 2 = 31.4 -> 32. NaN when an arm has fewer than 2 values (no sd).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    y = np.asarray(y, dtype=float).ravel()
+    if min(len(x), len(y)) < 2:
+        return math.nan
+    effect = float(np.mean(x) - np.mean(y))
+    pooled_sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2)
+    return required_seeds(effect, pooled_sd, alpha=alpha, power=power)

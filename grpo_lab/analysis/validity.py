@@ -25,7 +25,7 @@ from grpo_lab.analysis.frame import (
     PARAM_PREFIX,
     final_values,
 )
-from grpo_lab.analysis.stats import required_seeds
+from grpo_lab.analysis.stats import seeds_needed
 
 # Params that legitimately differ between runs of one comparison besides seed and factors
 # (matched against the whole key or its last dotted part: tracking.run_name, train.out_dir).
@@ -120,7 +120,7 @@ def check_power(
     """Warn when a pair of arms has fewer seeds than the observed effect would need.
 
     Effect = |mean_a - mean_b| of final values; pooled sd = sqrt((s_a^2 + s_b^2) / 2); needed
-    seeds per arm from ``required_seeds(effect, pooled_sd, alpha=alpha, power=power)``.
+    seeds per arm from ``stats.seeds_needed`` (``required_seeds(effect, pooled_sd)``).
     """
     if metric not in frame:
         return [f"metric {metric} was not logged by any run; cannot check seeds against effect"]
@@ -140,7 +140,7 @@ def check_power(
             continue
         effect = abs(float(np.mean(x) - np.mean(y)))
         pooled_sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2)
-        needed = required_seeds(effect, pooled_sd, alpha=alpha, power=power)
+        needed = seeds_needed(x, y, alpha=alpha, power=power)
         have = min(len(x), len(y))
         if have < needed:
             needed_text = "no finite number of" if math.isinf(needed) else f"{needed}"

@@ -1,4 +1,6 @@
-"""Hand-computed checks of the point estimators and the bootstrap intervals."""
+"""Hand-computed checks of the point estimators, the bootstrap and the Student t intervals."""
+
+import math
 
 import numpy as np
 import pytest
@@ -118,3 +120,85 @@ def test_interval_excludes():
     interval = est.Interval(1.0, 0.5, 1.5, 0.95, "percentile")
     assert interval.excludes(0.0) and not interval.excludes(1.0)
     assert not est.Interval(1.0, np.nan, np.nan, 0.95, "percentile").excludes(0.0)
+
+
+# --------------------------------------------------------------------------- Student t intervals
+
+T1 = math.tan(0.475 * math.pi)  # t_{0.975, 1}: with 1 df the t distribution is Cauchy
+T2 = 0.95 * math.sqrt(2 / (4 * 0.975 * 0.025))  # t_{0.975, 2} = (2p - 1) sqrt(2 / (4p(1-p)))
+
+
+def test_t_quantiles_used_below_by_hand():
+    assert T1 == pytest.approx(12.7062, abs=1e-4)
+    assert T2 == pytest.approx(4.3027, abs=1e-4)
+
+
+def test_t_interval_of_two_values_by_hand():
+    # [1, 3]: mean 2, s = sqrt(2), s / sqrt(2) = 1 -> 2 +- t_{0.975, 1}
+    interval = est.t_interval([1, 3])
+    assert (interval.estimate, interval.method) == (2.0, "t")
+    assert interval.low == pytest.approx(2 - T1) and interval.high == pytest.approx(2 + T1)
+    assert interval.low == pytest.approx(-10.7062, abs=1e-4)
+
+
+def test_t_interval_of_three_values_and_degenerate_cases():
+    # [0, 1, 2]: mean 1, s = 1, se = 1 / sqrt(3), df = 2
+    interval = est.t_interval([0, 1, 2])
+    assert interval.high - 1 == pytest.approx(T2 / math.sqrt(3))
+    assert est.t_interval([0, 1, 2], confidence=0.5).high < interval.high
+    constant = est.t_interval([0.5, 0.5])
+    assert (constant.low, constant.high) == (0.5, 0.5)
+    single = est.t_interval([0.7])
+    assert single.estimate == 0.7 and np.isnan(single.low) and np.isnan(single.high)
+
+
+def test_t_interval_is_wider_than_the_bootstrap_of_two_values():
+    values = [0.70, 0.72]
+    t = est.t_interval(values)
+    bootstrap = est.bootstrap_ci(values, n_resamples=500)
+    # the percentile bootstrap of 2 values never leaves [0.70, 0.72]; the t-interval is +- 0.127
+    assert 0.70 <= bootstrap.low and bootstrap.high <= 0.72
+    assert t.high - t.low == pytest.approx(2 * T1 * 0.01)
+
+
+def test_paired_difference_t_interval_is_the_t_interval_of_the_differences():
+    # d = [1, 3] -> 2 +- t_{0.975, 1}
+    interval = est.difference_t_interval([2, 5], [1, 2], paired=True)
+    assert interval.method == "paired t" and interval.estimate == 2.0
+    assert (interval.low, interval.high) == pytest.approx((2 - T1, 2 + T1))
+    with pytest.raises(ValueError):
+        est.difference_t_interval([1, 2], [1, 2, 3], paired=True)
+
+
+def test_welch_difference_t_interval_by_hand():
+    # x = [1, 3], y = [4, 6]: variances 2 and 2, se^2 = 2/2 + 2/2 = 2, df = 2^2 / (1 + 1) = 2
+    interval = est.difference_t_interval([1, 3], [4, 6])
+    assert interval.method == "Welch t" and interval.estimate == -3.0
+    half = T2 * math.sqrt(2)
+    assert (interval.low, interval.high) == pytest.approx((-3 - half, -3 + half))
+    assert half == pytest.approx(6.085, abs=1e-3)
+    single = est.difference_t_interval([1], [4, 6])
+    assert single.estimate == -4.0 and np.isnan(single.low)
+    same = est.difference_t_interval([1, 1], [2, 2])
+    assert (same.low, same.high) == (-1.0, -1.0)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_difference_t_interval_excludes_zero_exactly_when_the_t_test_rejects(paired):
+    from grpo_lab.analysis import stats
+
+    rng = np.random.default_rng(5)
+    outcomes = set()
+    for _ in range(40):
+        x, y = rng.normal(0.6, 0.3, 3), rng.normal(0, 0.3, 3)
+        interval = est.difference_t_interval(x, y, paired=paired)
+        test = stats.paired_t(x, y) if paired else stats.welch_t(x, y)
+        assert interval.excludes(0.0) == (test.pvalue < 0.05)
+        outcomes.add(test.pvalue < 0.05)
+    assert outcomes == {True, False}  # both sides of the boundary were checked
+
+
+def test_not_estimable():
+    interval = est.not_estimable(0.9)
+    assert interval.method == est.NOT_ESTIMABLE and interval.confidence == 0.9
+    assert np.isnan(interval.estimate) and not interval.excludes(0.0)

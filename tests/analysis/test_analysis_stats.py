@@ -91,3 +91,11 @@ def test_required_seeds_normal_approximation():
     assert stats.required_seeds(0.5, 1.0, alpha=0.05, power=0.9) == 85  # 2*3.2415^2*4 = 84.06
     assert stats.required_seeds(0.0, 1.0) == math.inf
     assert stats.required_seeds(0.1, 0.0) == 2
+
+
+def test_seeds_needed_from_two_samples_by_hand():
+    # effect 3 - 2 = 1; variances 2 and 2 -> pooled sd sqrt(2): 2 * 2.8016^2 * 2 = 31.4 -> 32
+    assert stats.seeds_needed([1, 3], [2, 4]) == 32
+    assert stats.seeds_needed([1, 3], [2, 4]) == stats.required_seeds(1.0, math.sqrt(2))
+    assert stats.seeds_needed([1, 3], [3, 1]) == math.inf  # no difference at all
+    assert math.isnan(stats.seeds_needed([1], [2, 4]))  # no sd from one value
