@@ -15,13 +15,15 @@ EXPECTED_ERRORS: tuple = ()
 
 def _expected_errors() -> tuple:
     from grpo_lab.algorithms.base import TrainingError
+    from grpo_lab.checkpoint import CheckpointError
     from grpo_lab.config import ConfigError
     from grpo_lab.models.policy import ModelError
     from grpo_lab.tasks import TaskError
     from grpo_lab.tracking import TrackingError
     from grpo_lab.analysis.report import ReportError
 
-    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, FileNotFoundError)
+    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, CheckpointError,
+            FileNotFoundError)
 
 
 def cmd_train(args) -> int:

@@ -1,0 +1,135 @@
+"""Files from elsewhere cannot run code: checkpoints load with torch.load(weights_only=True) at every
+reader, model folders run their own code only with model.trust_remote_code, exports are safetensors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from grpo_lab.checkpoint import (STATE_KEY, CheckpointError, SafeCheckpointIO, checkpoint_dir, load_checkpoint,
+                                 read_resume_info)
+from grpo_lab.cli import main
+
+class WritesMarker:
+    """Unpickling this runs code: it writes the file `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def poisoned_checkpoint(path: Path, marker: Path) -> Path:
+    """A file shaped like a grpo_lab checkpoint whose loading would write `marker`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {}, "grpo_lab": {"step_count": 2}, STATE_KEY: {"mlflow_run_id": None},
+                "payload": WritesMarker(marker)}, path)
+    return path
+
+
+def one_line(err: str) -> str:
+    err = err.strip()
+    assert err.startswith("grpo-lab: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_the_poisoned_file_runs_code_when_loaded_unsafely(tmp_path):
+    """The control: without the safe loader the file below does write its marker."""
+    marker = tmp_path / "marker"
+    torch.load(poisoned_checkpoint(tmp_path / "bad.ckpt", marker), weights_only=False)
+    assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("reader", [load_checkpoint, read_resume_info, SafeCheckpointIO().load_checkpoint])
+def test_every_checkpoint_reader_refuses_a_pickle_that_runs_code(reader, tmp_path):
+    marker = tmp_path / "marker"
+    path = poisoned_checkpoint(tmp_path / "last.ckpt", marker)
+    with pytest.raises(CheckpointError) as info:
+        reader(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "it would import exec" in message and "delete it" in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", r"cannot be read \(EOFError\)"),
+    (b"not a checkpoint\n", r"cannot be read \(UnpicklingError: .*\); it is truncated, or not a checkpoint grpo_lab wrote"),
+    (None, "does not exist"),
+])
+def test_missing_and_garbled_checkpoints_are_one_error(tmp_path, content, expected):
+    path = tmp_path / "last.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=expected) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    whole = tmp_path / "whole.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(1000)}}, whole)
+    torch_bytes = whole.read_bytes()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(torch_bytes[: len(torch_bytes) // 2])
+    with pytest.raises(CheckpointError, match=r"cannot be read \(RuntimeError: .*zip archive.*\); it is truncated"):
+        load_checkpoint(cut)
+    assert torch.equal(load_checkpoint(whole)["state_dict"]["w"], torch.ones(1000))
+
+
+def test_train_resume_refuses_a_poisoned_checkpoint_with_one_line(tiny_config, tmp_path):
+    config = tiny_config(**{"train.checkpoint_every": 1})
+    marker = tmp_path / "marker"
+    poisoned_checkpoint(checkpoint_dir(config) / "last.ckpt", marker)
+    path = tmp_path / "run.yaml"
+    path.write_text(config.to_yaml())
+    done = subprocess.run([sys.executable, "-m", "grpo_lab.cli", "train", str(path), "--resume", "--no-progress"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    err = one_line(done.stderr)
+    assert "last.ckpt was refused: it would import exec" in err
+    assert not marker.exists()
+
+
+def test_grid_planning_refuses_a_poisoned_checkpoint(tiny_config, tmp_path, capsys):
+    from grpo_lab.experiments import load_grid, plan
+
+    config = tiny_config(**{"train.checkpoint_every": 1})
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"grid": "poisoned", "base": config.to_dict(), "seeds": [0]}))
+    grid = load_grid(path)
+    marker = tmp_path / "marker"
+    poisoned_checkpoint(checkpoint_dir(grid.runs[0].config) / "last.ckpt", marker)
+    with pytest.raises(CheckpointError, match="was refused"):
+        plan(grid)
+    capsys.readouterr()
+    assert main(["grid", str(path), "--dry-run"]) == 2
+    assert "last.ckpt was refused" in one_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+def test_resume_reads_every_checkpoint_with_weights_only(tiny_config, monkeypatch):
+    """Lightning's own restore goes through the safe loader too: every torch.load of a resumed run is safe."""
+    from grpo_lab.train import run
+
+    config = tiny_config(**{"train.steps": 2, "train.checkpoint_every": 1, "train.eval_prompts": 4,
+                            "train.eval_samples": 2})
+    run(config, progress=False, log=False)
+    resume = checkpoint_dir(config) / "step-000001.ckpt"
+    loads = []
+    real_load = torch.load
+
+    def spy(f, *args, **kwargs):
+        loads.append((str(f), kwargs.get("weights_only")))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    resumed = run(config, progress=False, log=False, resume_from=resume)
+    assert [w for f, w in loads if f == str(resume)] == [True, True]  # read_resume_info, then Lightning's restore
+    assert all(w is True for _, w in loads)
+    assert resumed.history[-1]["step"] == 2
