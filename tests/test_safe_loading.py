@@ -3,6 +3,7 @@ reader, model folders run their own code only with model.trust_remote_code, expo
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ import yaml
 from grpo_lab.checkpoint import (STATE_KEY, CheckpointError, SafeCheckpointIO, checkpoint_dir, load_checkpoint,
                                  read_resume_info)
 from grpo_lab.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
 
 class WritesMarker:
     """Unpickling this runs code: it writes the file `marker`."""
@@ -110,6 +114,26 @@ def test_grid_planning_refuses_a_poisoned_checkpoint(tiny_config, tmp_path, caps
     capsys.readouterr()
     assert main(["grid", str(path), "--dry-run"]) == 2
     assert "last.ckpt was refused" in one_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+def test_fig7_refuses_a_poisoned_final_checkpoint(tiny_config, tmp_path):
+    from grpo_lab.models import build_policy
+    from grpo_lab.train import build_task_for
+
+    spec = importlib.util.spec_from_file_location("deepseekmath_fig7", ROOT / "analysis" / "deepseekmath_fig7.py")
+    fig7 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig7)
+    config = tiny_config()
+    policy, tokenizer = build_policy(config.model, build_task_for(config).alphabet)
+    policy.save_pretrained(tmp_path / "sft")
+    tokenizer.save_pretrained(tmp_path / "sft")
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    marker = tmp_path / "marker"
+    run = {"checkpoint": poisoned_checkpoint(tmp_path / "final.ckpt", marker), "sft": tmp_path / "sft",
+           "config": tmp_path / "config.yaml"}
+    with pytest.raises(CheckpointError, match="final.ckpt was refused"):
+        fig7.evaluate_pair(run, samples=2, temperature=None, prompts=2)
     assert not marker.exists()
 
 
