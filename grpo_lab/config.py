@@ -409,18 +409,37 @@ class Config:
         return flatten(self.to_dict())
 
     def config_hash(self) -> str:
-        """Identifies the run: every field except where results are written."""
-        d = self.to_dict()
+        """Identifies the run: every field except the tracking section and the keys in `UNHASHED`."""
+        d = _without(self.to_dict(), UNHASHED)
         d["tracking"] = {}
-        where = ("out_dir", "device", "threads", "strategy", "devices", "num_nodes")  # a run's result does not depend on these
-        d["train"] = {k: v for k, v in d["train"].items() if k not in where}
-        d["optim"].pop("micro_batch_size")  # the same update in chunks: how it runs, not what
         return _hash(d)
 
     def sft_hash(self) -> str:
         """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
         sft = {k: v for k, v in dataclasses.asdict(self.sft).items() if k != "cache_dir"}
-        return _hash({"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model), "sft": sft})
+        d = {"task": dataclasses.asdict(self.task), "model": dataclasses.asdict(self.model), "sft": sft}
+        return _hash(_without(d, UNHASHED))
+
+
+# Keys that say where or how a run executes, not what it computes: left out of config_hash and
+# sft_hash. A key added here with a default that changes nothing keeps the identity of every run
+# and warm start made before it.
+UNHASHED = (
+    "train.out_dir", "train.device", "train.threads", "train.strategy", "train.devices", "train.num_nodes",
+    "optim.micro_batch_size",  # the same update in chunks: how it runs, not what
+)
+
+
+def _without(d: dict, dotted: tuple[str, ...]) -> dict:
+    """A copy of the nested dict `d` without the dotted keys (the ones it does not hold are skipped)."""
+    out = dict(d)
+    for key in dotted:
+        section, _, rest = key.partition(".")
+        if rest and isinstance(out.get(section), dict):
+            out[section] = _without(out[section], (rest,))
+        elif not rest:
+            out.pop(section, None)
+    return out
 
 
 def _hash(d: dict) -> str:
