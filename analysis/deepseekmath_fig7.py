@@ -77,7 +77,8 @@ def evaluate_pair(run: dict, *, samples: int, temperature: float | None, prompts
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     task = build_task_for(config)
-    policy, tokenizer = load_pretrained(run["sft"], dtype=config.model.dtype)
+    policy, tokenizer = load_pretrained(run["sft"], dtype=config.model.dtype,
+                                        trust_remote_code=config.model.trust_remote_code)
     module = module_class("grpo")(with_overrides(config, method="grpo", **{"advantage.estimator": "group"}),
                                   policy, tokenizer, task)
     before = module.evaluate(samples=samples, log=False)

@@ -80,6 +80,7 @@ class ModelConfig:
     intermediate_size: int = 512  # MLP width
     max_length: int = 64  # positions (prompt + completion)
     dtype: str = "float32"  # float32 | bfloat16
+    trust_remote_code: bool = False  # run the Python code a model.path folder ships (config.json auto_map); only for folders you trust
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"):
@@ -89,6 +90,8 @@ class ModelConfig:
         kv = self.num_kv_heads or self.num_heads
         _check(self.num_heads % kv == 0, f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={kv}")
         _choice("model.dtype", self.dtype, ("float32", "bfloat16"))
+        _check(not self.trust_remote_code or self.path is not None,
+               "model.trust_remote_code is set but model.path is not; it only applies to a model folder, remove it")
 
 
 @dataclass(frozen=True)
@@ -427,6 +430,7 @@ class Config:
 UNHASHED = (
     "train.out_dir", "train.device", "train.threads", "train.strategy", "train.devices", "train.num_nodes",
     "optim.micro_batch_size",  # the same update in chunks: how it runs, not what
+    "model.trust_remote_code",  # a permission: the folder's code runs with it, or the run stops without it
 )
 
 

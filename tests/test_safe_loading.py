@@ -4,6 +4,7 @@ reader, model folders run their own code only with model.trust_remote_code, expo
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,89 @@ def test_resume_reads_every_checkpoint_with_weights_only(tiny_config, monkeypatc
     assert [w for f, w in loads if f == str(resume)] == [True, True]  # read_resume_info, then Lightning's restore
     assert all(w is True for _, w in loads)
     assert resumed.history[-1]["step"] == 2
+
+
+def tiny_model_folder(tiny_config, folder: Path) -> Path:
+    """A tiny policy and its tokenizer saved with save_pretrained, as a user's model.path would be."""
+    from grpo_lab.models import build_policy
+    from grpo_lab.train import build_task_for
+
+    config = tiny_config()
+    policy, tokenizer = build_policy(config.model, build_task_for(config).alphabet)
+    policy.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def with_own_code(folder: Path, marker: Path) -> Path:
+    """Make `folder` a model that loads through its own module, which writes `marker` when imported."""
+    (folder / "modeling_marked.py").write_text(
+        "from transformers import Qwen2ForCausalLM\n"
+        f"open({str(marker)!r}, 'w').write('ran')\n\n\n"
+        "class MarkedForCausalLM(Qwen2ForCausalLM):\n    pass\n")
+    edit_json(folder / "config.json", auto_map={"AutoModelForCausalLM": "modeling_marked.MarkedForCausalLM"})
+    return folder
+
+
+@pytest.mark.parametrize("edit,reason", [
+    ("auto_map", "config.json maps AutoModelForCausalLM to the folder's modules (auto_map)"),
+    ("model_type", "config.json has model_type 'marked_lm', which transformers does not know"),
+    ("tokenizer", "tokenizer_config.json maps AutoTokenizer to the folder's modules (auto_map)"),
+])
+def test_model_folder_that_needs_its_own_code_is_refused(tiny_config, tmp_path, edit, reason):
+    from grpo_lab.models import ModelError, load_pretrained
+
+    folder, marker = tiny_model_folder(tiny_config, tmp_path / "model"), tmp_path / "marker"
+    if edit == "auto_map":
+        with_own_code(folder, marker)
+    elif edit == "model_type":
+        edit_json(folder / "config.json", model_type="marked_lm")
+    else:
+        edit_json(folder / "tokenizer_config.json", auto_map={"AutoTokenizer": ["tokenization_marked.Marked", None]})
+    with pytest.raises(ModelError) as info:
+        load_pretrained(folder)
+    message = str(info.value)
+    assert reason in message and "model.trust_remote_code: true" in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_train_refuses_a_model_that_needs_its_own_code_with_one_line(tiny_config, tmp_path, capsys):
+    marker = tmp_path / "marker"
+    folder = with_own_code(tiny_model_folder(tiny_config, tmp_path / "model"), marker)
+    path = tmp_path / "run.yaml"
+    path.write_text(tiny_config(**{"model.path": str(folder)}).to_yaml())
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress"]) == 2
+    assert "set model.trust_remote_code: true only if you trust that folder" in one_line(capsys.readouterr().err)
+    assert not marker.exists()
+
+
+def test_trust_remote_code_runs_the_folders_code(tiny_config, tmp_path, monkeypatch):
+    import transformers.dynamic_module_utils as dynamic
+
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "modules"))  # the copy of the folder's module
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    from grpo_lab.models import load_pretrained
+
+    marker = tmp_path / "marker"
+    folder = with_own_code(tiny_model_folder(tiny_config, tmp_path / "model"), marker)
+    model, _ = load_pretrained(folder, trust_remote_code=True)
+    assert type(model).__name__ == "MarkedForCausalLM" and marker.read_text() == "ran"
+
+
+def test_trust_remote_code_needs_a_model_path_and_changes_no_hash(tiny_config, tmp_path):
+    from grpo_lab.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.trust_remote_code is set but model.path is not"):
+        tiny_config(**{"model.trust_remote_code": True})
+    folder = str(tmp_path / "model")
+    trusted = tiny_config(**{"model.path": folder, "model.trust_remote_code": True})
+    plain = tiny_config(**{"model.path": folder})
+    assert trusted.config_hash() == plain.config_hash() and trusted.sft_hash() == plain.sft_hash()
+    other = tiny_config(**{"model.path": folder + "2"})
+    assert other.config_hash() != plain.config_hash() and other.sft_hash() != plain.sft_hash()
+
