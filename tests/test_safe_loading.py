@@ -244,3 +244,12 @@ def test_trust_remote_code_needs_a_model_path_and_changes_no_hash(tiny_config, t
     other = tiny_config(**{"model.path": folder + "2"})
     assert other.config_hash() != plain.config_hash() and other.sft_hash() != plain.sft_hash()
 
+
+def test_the_sft_warm_start_is_saved_as_safetensors(tiny_config):
+    from grpo_lab.algorithms.sft import warm_start
+    from grpo_lab.train import build_task_for
+
+    config = tiny_config()
+    _, _, path = warm_start(config, build_task_for(config), progress=False)
+    assert (path / "model.safetensors").is_file()
+    assert not list(path.glob("*.bin")) and not list(path.glob("*.pt"))
