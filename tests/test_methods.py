@@ -38,7 +38,7 @@ def method_config(tiny_config, sft_dir):
 
 
 def _moved(result, prefix="policy."):
-    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     start = AutoModelForCausalLM.from_pretrained(result.sft_path).state_dict()
     return [k for k, v in start.items() if not torch.equal(state[prefix + k], v)], state
 
@@ -72,7 +72,7 @@ def test_rft_samples_once_and_keeps_its_pool_in_the_checkpoint(method_config):
     # the whole run's samples are drawn from the SFT policy before the first update
     assert [r["budget/samples"] for r in rows] == [P * G * 3] * 3
     assert [("pool/items" in r) for r in rows] == [True, False, False]
-    pool = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["grpo_lab"]["pool"]
+    pool = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["grpo_lab"]["pool"]
     assert len(pool["items"]) == rows[0]["pool/items"] > 0
     assert sorted(i for b in pool["batches"] for i in b) == list(range(len(pool["items"])))
     assert len({(tuple(p), tuple(c)) for p, c in pool["items"]}) == len(pool["items"])  # deduplicated

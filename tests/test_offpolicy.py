@@ -17,7 +17,7 @@ from test_switches import FirstCharTask, make_module
 
 
 def final_weights(result):
-    return torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def test_staleness_zero_without_replay_gives_the_updates_of_grpo(tiny_config):
