@@ -51,7 +51,8 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     advice = f"delete it or move it out of {path.parent} (a resumed run then starts from the newest checkpoint left there)"
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path, or train the run that writes it")
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; check the path, or train the run that writes it")
     try:
         with warnings.catch_warnings():  # a pickle protocol torch does not write: the file is foreign, say so below
             warnings.filterwarnings("ignore", message=".*pickle protocol.*")

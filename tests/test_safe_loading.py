@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,17 @@ def test_every_checkpoint_reader_refuses_a_pickle_that_runs_code(reader, tmp_pat
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "it would import exec" in message and "delete it" in message
     assert not marker.exists()
+
+
+def test_a_plain_pickle_is_refused_quietly(tmp_path):
+    """A pickle torch.save did not write (protocol 5) is refused too, with no warning beside the error."""
+    marker, path = tmp_path / "marker", tmp_path / "last.ckpt"
+    path.write_bytes(pickle.dumps({"grpo_lab": {"step_count": 2}, "payload": WritesMarker(marker)}, protocol=5))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match="cannot be read .*not a checkpoint grpo_lab wrote"):
+            load_checkpoint(path)
+    assert not caught and not marker.exists()
 
 
 @pytest.mark.parametrize("content,expected", [
