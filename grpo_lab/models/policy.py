@@ -42,7 +42,7 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_co
     """Load a causal LM and its tokenizer from a local folder (never from a hub).
 
     Weights come from the folder's safetensors where it has them (never from a pickle beside
-    them). A folder that needs its own Python code (see `remote_code`) is refused unless
+    them). A folder that needs its own Python code (see `needs_own_code`) is refused unless
     `trust_remote_code` (`model.trust_remote_code`) says to run it.
     """
     path = Path(path).expanduser()
@@ -51,7 +51,7 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_co
                          "or remove model.path to build the tiny model")
     if not (path / "config.json").exists():
         raise ModelError(f"model.path {path} has no config.json; it is not a Hugging Face model folder")
-    needs = remote_code(path)
+    needs = needs_own_code(path)
     if needs and not trust_remote_code:
         raise ModelError(f"the model in {path} needs code of its own ({needs}), which runs when it loads; set "
                          "model.trust_remote_code: true only if you trust that folder")
@@ -70,7 +70,7 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_co
     return model, tokenizer
 
 
-def remote_code(path: Path) -> Optional[str]:
+def needs_own_code(path: Path) -> Optional[str]:
     """Why the model folder `path` needs Python code of its own to load, or None.
 
     config.json or tokenizer_config.json naming classes in `auto_map` (modules of the folder), or
