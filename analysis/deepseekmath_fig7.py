@@ -59,12 +59,14 @@ def evaluate_pair(run: dict, *, samples: int, temperature: float | None, prompts
     """Metrics of the SFT checkpoint and of the run's final checkpoint on the run's held-out prompts."""
     import torch
 
+    from grpo_lab.runs.checkpoint import load_checkpoint
     from grpo_lab.config import load_config, with_overrides
     from grpo_lab.engine import module_class
     from grpo_lab.models.policy import load_pretrained
     from grpo_lab.runs.train import build_task_for, quiet
 
     quiet()
+    state = load_checkpoint(run["checkpoint"])["state_dict"]  # first: a refused file stops before any evaluation
     config = load_config(run["config"])
     changes = {}
     if temperature is not None:
@@ -75,11 +77,11 @@ def evaluate_pair(run: dict, *, samples: int, temperature: float | None, prompts
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     task = build_task_for(config)
-    policy, tokenizer = load_pretrained(run["sft"], dtype=config.model.dtype)
+    policy, tokenizer = load_pretrained(run["sft"], dtype=config.model.dtype,
+                                        trust_remote_code=config.model.trust_remote_code)
     module = module_class("grpo")(with_overrides(config, method="grpo", **{"advantage.estimator": "group"}),
                                   policy, tokenizer, task)
     before = module.evaluate(samples=samples, log=False)
-    state = torch.load(run["checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
     weights = {k[len("policy."):]: v for k, v in state.items() if k.startswith("policy.")}
     module.policy.load_state_dict(weights)
     after = module.evaluate(samples=samples, log=False)
@@ -219,4 +221,11 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from grpo_lab.analysis.report import ReportError
+    from grpo_lab.checkpoint import CheckpointError
+    from grpo_lab.models.policy import ModelError
+
+    try:
+        main()
+    except (CheckpointError, ModelError, ReportError) as exc:  # one line, as grpo-lab prints it
+        sys.exit(f"deepseekmath_fig7: error: {exc}")

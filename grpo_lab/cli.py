@@ -19,11 +19,12 @@ def _expected_errors() -> tuple:
     from grpo_lab.errors import TrainingError
     from grpo_lab.methods import RegistryError
     from grpo_lab.models.policy import ModelError
+    from grpo_lab.runs.checkpoint import CheckpointError
     from grpo_lab.runs.tracking import TrackingError
     from grpo_lab.tasks import TaskError
 
     return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, RegistryError,
-            FileNotFoundError)
+            CheckpointError, FileNotFoundError)
 
 
 def cmd_train(args) -> int:

@@ -89,6 +89,7 @@ class ModelConfig:
     intermediate_size: int = 512  # MLP width
     max_length: int = 64  # positions (prompt + completion)
     dtype: str = "float32"  # float32 | bfloat16
+    trust_remote_code: bool = False  # run the Python code a model.path folder ships (config.json auto_map); only for folders you trust
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"):
@@ -98,6 +99,8 @@ class ModelConfig:
         kv = self.num_kv_heads or self.num_heads
         _check(self.num_heads % kv == 0, f"model.num_heads={self.num_heads} is not divisible by model.num_kv_heads={kv}")
         _choice("model.dtype", self.dtype, ("float32", "bfloat16"))
+        _check(not self.trust_remote_code or self.path is not None,
+               "model.trust_remote_code is set but model.path is not; it only applies to a model folder, remove it")
 
 
 @dataclass(frozen=True)
@@ -437,8 +440,8 @@ class Config:
     def sft_hash(self) -> str:
         """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
         d = _identity(self)
-        sft = {k: v for k, v in d["sft"].items() if is_result_key(f"sft.{k}")}
-        return _hash({"task": d["task"], "model": d["model"], "sft": sft})
+        return _hash({section: {k: v for k, v in d[section].items() if is_result_key(f"{section}.{k}")}
+                      for section in ("task", "model", "sft")})
 
 
 def _identity(config) -> dict:

@@ -55,7 +55,7 @@ def test_nan_loss_stops_the_run_keeps_the_last_good_checkpoint_and_fails_the_mlf
         run(config, progress=False, callbacks=[CorruptReference(at=2)])
     last = checkpoint_dir(config) / "last.ckpt"
     assert read_resume_info(last)["step"] == 2
-    state = torch.load(last, weights_only=False)["state_dict"]
+    state = torch.load(last, weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for k, v in state.items() if k.startswith("policy."))
     assert not (run_dir(config) / "final.ckpt").exists()
     failed = only_run(config)

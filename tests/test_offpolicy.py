@@ -23,7 +23,7 @@ from test_switches import FirstCharTask, collect, make_module
 
 
 def final_weights(result):
-    return torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def timeless(result):

@@ -61,9 +61,9 @@ def test_sigkilled_run_resumes_to_identical_weights_and_metrics(tiny_config, tmp
     assert f"resuming from step {killed_at}" in done.stderr
 
     # weights: bit for bit
-    ref_state = torch.load(reference.checkpoint, weights_only=False)["state_dict"]
+    ref_state = torch.load(reference.checkpoint, weights_only=True)["state_dict"]
     final = run_dir(config) / "final.ckpt"
-    state = torch.load(final, weights_only=False)["state_dict"]
+    state = torch.load(final, weights_only=True)["state_dict"]
     assert ref_state.keys() == state.keys()
     assert all(torch.equal(ref_state[k], state[k]) for k in ref_state)
 

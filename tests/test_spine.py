@@ -11,7 +11,7 @@ from grpo_lab.runs import run
 
 
 def final_weights(result):
-    return torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    return torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def train_rows(result, key="rollout/reward_mean"):

@@ -19,7 +19,7 @@ def test_grpo_run_end_to_end(tiny_config):
                                    "eval/entropy"}
     assert result.checkpoint.exists() and result.sft_path is not None
     # the policy moved away from the warm start
-    state = torch.load(result.checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     from transformers import AutoModelForCausalLM
 
     start = AutoModelForCausalLM.from_pretrained(result.sft_path).state_dict()

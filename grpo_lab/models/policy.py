@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Optional
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
@@ -36,17 +38,28 @@ def tiny_qwen2(cfg, tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
     return model.to(DTYPES[cfg.dtype])
 
 
-def load_pretrained(path: str | Path, *, dtype: str = "float32"):
-    """Load a causal LM and its tokenizer from a local folder (never from a hub)."""
+def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False):
+    """Load a causal LM and its tokenizer from a local folder (never from a hub).
+
+    Weights come from the folder's safetensors where it has them (never from a pickle beside
+    them). A folder that needs its own Python code (see `needs_own_code`) is refused unless
+    `trust_remote_code` (`model.trust_remote_code`) says to run it.
+    """
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelError(f"model.path {path} does not exist; point it at a local folder saved with save_pretrained, "
                          "or remove model.path to build the tiny model")
     if not (path / "config.json").exists():
         raise ModelError(f"model.path {path} has no config.json; it is not a Hugging Face model folder")
+    needs = needs_own_code(path)
+    if needs and not trust_remote_code:
+        raise ModelError(f"the model in {path} needs code of its own ({needs}), which runs when it loads; set "
+                         "model.trust_remote_code: true only if you trust that folder")
+    safetensors = any(path.glob("*.safetensors"))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype])
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=DTYPES[dtype],
+                                                     use_safetensors=safetensors, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise ModelError(f"could not load the model in {path}: {str(exc).splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
@@ -57,9 +70,35 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32"):
     return model, tokenizer
 
 
+def needs_own_code(path: Path) -> Optional[str]:
+    """Why the model folder `path` needs Python code of its own to load, or None.
+
+    config.json or tokenizer_config.json naming classes in `auto_map` (modules of the folder), or
+    a `model_type` transformers does not know.
+    """
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        try:
+            config = json.loads(file.read_text()) if file.exists() else {}
+        except (OSError, ValueError):
+            continue  # transformers says what is wrong with the file when it reads it
+        if not isinstance(config, dict):
+            continue
+        auto_map = config.get("auto_map")
+        if auto_map:
+            classes = ", ".join(auto_map) if isinstance(auto_map, dict) else "classes"
+            return f"{name} maps {classes} to the folder's modules (auto_map)"
+        model_type = config.get("model_type")
+        if name == "config.json" and model_type and model_type not in CONFIG_MAPPING:
+            return f"{name} has model_type {model_type!r}, which transformers does not know"
+    return None
+
+
 def build_policy(cfg, alphabet: str):
     """The policy and tokenizer a run starts from (before any warm start)."""
     if cfg.path is not None:
-        return load_pretrained(cfg.path, dtype=cfg.dtype)
+        return load_pretrained(cfg.path, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     tokenizer = char_tokenizer(alphabet)
     return tiny_qwen2(cfg, tokenizer), tokenizer

@@ -10,22 +10,79 @@ The data order needs nothing: the prompts of step s are a pure function of (seed
 Files, in the run folder `train.out_dir/<run name>-<config hash>/checkpoints/`:
 `step-000012.ckpt` (the last `KEEP` are kept) and `last.ckpt`, a hard link to the newest. Each is
 written to a temporary name and renamed, so a process killed mid-write leaves no torn file.
+
+Every reader (resume, grid planning, analysis, Lightning's own restore through `SafeCheckpointIO`)
+calls `load_checkpoint`, which unpickles with `torch.load(weights_only=True)`: tensors and plain
+data only, so a file that would run code when loaded is refused instead.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.plugins import TorchCheckpointIO
 
 KEEP = 3  # step-numbered checkpoints kept besides last.ckpt
 STATE_KEY = "grpo_lab_resume"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded safely, or at all; the message names the file and what to do."""
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The contents of a checkpoint file, unpickled with `torch.load(weights_only=True)` onto the CPU.
+
+    A grpo_lab checkpoint holds tensors, numbers, strings, lists and dicts only. A pickle that asks
+    for anything else (a class or a function, which is how a file runs code when it is loaded) is
+    refused before any of it runs; that, a missing file and a truncated or garbled one all raise
+    `CheckpointError`.
+    """
+    path = Path(path)
+    advice = f"delete it or move it out of {path.parent} (a resumed run then starts from the newest checkpoint left there)"
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; check the path, or train the run that writes it")
+    try:
+        with warnings.catch_warnings():  # a pickle protocol torch does not write: the file is foreign, say so below
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # what a damaged file raises depends on its bytes: EOFError, KeyError, RuntimeError, ...
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if refused:
+            raise CheckpointError(f"checkpoint {path} was refused: it would import {refused.group(1)}, which a grpo_lab "
+                                  f"checkpoint never does, so loading it could run code; if you did not write it, "
+                                  f"{advice}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_reason(exc)}); it is truncated, or not a checkpoint "
+                              f"grpo_lab wrote: {advice}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a checkpoint's dict: {advice}")
+    return state
+
+
+def _reason(exc: Exception) -> str:
+    """The exception's type and the first sentence of its message that says what went wrong."""
+    text = str(exc).split("WeightsUnpickler error:")[-1]  # torch's safe unpickler puts its reason after this
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "").split(". ")[0][:200]
+    return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO with every load through `load_checkpoint`, so that
+    `trainer.fit(ckpt_path=...)` reads a checkpoint as safely as the rest of grpo_lab."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_checkpoint(path)
 
 
 def run_dir(config) -> Path:
@@ -107,6 +164,6 @@ def last_checkpoint(config) -> Optional[Path]:
 
 def read_resume_info(path: str | Path) -> dict:
     """{'step': RL steps done, 'mlflow_run_id': the run to continue or None} of a checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     state = ckpt.get(STATE_KEY) or {}
     return {"step": ckpt.get("grpo_lab", {}).get("step_count"), "mlflow_run_id": state.get("mlflow_run_id")}

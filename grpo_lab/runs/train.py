@@ -68,7 +68,7 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     from grpo_lab.engine import module_class
     from grpo_lab.methods import check_config
     from grpo_lab.runs import tracking
-    from grpo_lab.runs.checkpoint import PeriodicCheckpoint, checkpoint_dir, read_resume_info, run_dir
+    from grpo_lab.runs.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, checkpoint_dir, read_resume_info, run_dir
     from grpo_lab.runs.warm_start import warm_start
 
     check_config(config)  # before anything is built or written
@@ -77,8 +77,9 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
     out_dir = run_dir(config)
-    if resume_from is not None and run_id is None:
-        run_id = read_resume_info(resume_from)["mlflow_run_id"]
+    if resume_from is not None:  # read first: a refused or damaged checkpoint stops the run before anything starts
+        info = read_resume_info(resume_from)
+        run_id = info["mlflow_run_id"] if run_id is None else run_id
     if log:
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
     task = build_task_for(config)
@@ -97,6 +98,7 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
         strategy=config.train.strategy, logger=logger, enable_checkpointing=False,
         callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision=config.train.precision,
+        plugins=[SafeCheckpointIO()],
     )
     try:
         trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)

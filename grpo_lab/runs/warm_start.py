@@ -100,5 +100,5 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
             (tmp / "done.json").write_text(json.dumps({"seconds": seconds, "sft_hash": config.sft_hash()}))
             shutil.rmtree(path, ignore_errors=True)
             tmp.rename(path)
-    policy, tokenizer = load_pretrained(path, dtype=config.model.dtype)
+    policy, tokenizer = load_pretrained(path, dtype=config.model.dtype, trust_remote_code=config.model.trust_remote_code)
     return policy, tokenizer, path

@@ -93,7 +93,7 @@ def tensor_hash(named: dict) -> str:
 
 def weight_hashes(checkpoint: Path) -> dict:
     """sha256 of the policy's and (PPO) the critic's final weights, keyed by model."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     out = {}
     for model in ("policy", "critic"):
         named = {k[len(model) + 1:]: v for k, v in state.items() if k.startswith(model + ".")}
