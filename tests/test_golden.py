@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from golden.scenarios import SCENARIOS, fixture_path, platform, run_scenario
+from golden.scenarios import SCENARIOS, fixture_path, run_scenario
 
 
 @pytest.fixture(scope="module")

@@ -41,16 +41,7 @@ BEHAVIOUR_KEYS = ("offpolicy.staleness", "offpolicy.replay", "offpolicy.eta", "o
                   "offpolicy.sampler_dtype")
 
 
-def check_dynamic_sampling(config) -> None:
-    from grpo_lab.config import ConfigError
-
-    if config.rollout.dynamic_sampling and config.rollout.group_size < 2:
-        raise ConfigError("rollout.dynamic_sampling needs rollout.group_size >= 2: a group of one always has "
-                          "zero variance")
-
-
-@FILTERS.register("zero_variance", reads=("rollout.dynamic_sampling", "rollout.max_sampling_rounds"),
-                  check=check_dynamic_sampling)
+@FILTERS.register("zero_variance", reads=("rollout.dynamic_sampling", "rollout.max_sampling_rounds"))
 class ZeroVariance:
     """DAPO's dynamic sampling (Eq. 11): groups whose shaped rewards all agree carry no gradient
     under a group baseline; they are dropped and fresh prompts drawn in their place."""

@@ -9,7 +9,7 @@ recipe reads, naming the methods that do read it, and runs each component's own 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from grpo_lab.config import Config, ConfigError

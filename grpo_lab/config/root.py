@@ -1,0 +1,137 @@
+"""The whole config: its sections, the checks that span sections, and the hashes that identify a
+run and its warm start."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any
+
+import yaml
+
+from grpo_lab.config.fields import METHODS, _check, knob
+from grpo_lab.config.sections import (
+    AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig, OffPolicyConfig, OptimConfig, RolloutConfig,
+    SFTConfig, TaskConfig, TrackingConfig, TrainConfig,
+)
+from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, is_result_key
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = knob("run", "experiment name, used in run names and paths")
+    method: str = knob("grpo", "sft | rft | online_rft | dpo | ppo | grpo | offpolicy_grpo")
+    seed: int = knob(0, "the RL run's seed (sampling, data order); the warm start has its own")
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    offpolicy: OffPolicyConfig = field(default_factory=OffPolicyConfig)  # method: offpolicy_grpo only
+    critic: CriticConfig = field(default_factory=CriticConfig)  # method: ppo only
+    dpo: DPOConfig = field(default_factory=DPOConfig)  # method: dpo only
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self):
+        _check(self.method in METHODS or ":" in self.method,
+               f"method is {self.method!r}; choose one of {', '.join(METHODS)}, or name a recipe by import path "
+               "(my_pkg.recipes:my_method)")
+        _check(self.rollout.batch_size % self.optim.minibatches == 0,
+               f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
+               f"{self.rollout.batch_size} completions; choose a divisor")
+        _check(self.rollout.prompts_per_step % self.train.world_size == 0,
+               f"rollout.prompts_per_step={self.rollout.prompts_per_step} does not split over the "
+               f"{self.train.world_size} processes of train.devices x train.num_nodes; choose a multiple")
+        self._check_variants()
+
+    def _check_variants(self) -> None:
+        """Switches that contradict each other, whatever the method (README section `variants`); what a
+        method reads is checked against its recipe (`grpo_lab.methods.check_config`)."""
+        ro, off = self.rollout, self.offpolicy
+        _check(not ro.dynamic_sampling or ro.group_size >= 2,
+               "rollout.dynamic_sampling needs rollout.group_size >= 2: a group of one always has zero variance")
+        _check(self.advantage.estimator != "process" or (ro.overlong_buffer == 0 and self.loss.kl_placement == "loss"),
+               "advantage.estimator is process, whose advantages come from step rewards alone, so an outcome-reward "
+               "shaping (rollout.overlong_buffer, loss.kl_placement: reward) would be ignored; use estimator group")
+        _check(not (off.axes == ("proximal", "token", "none") and self.loss.level == "sequence"),
+               "offpolicy.correction decoupled (AReaL) weighs tokens by pi_prox/pi_behav and clips the token ratio; "
+               "it cannot run with loss.level: sequence, use offpolicy.correction: sequence_tis instead")
+        _check(((ro.prompts_per_step + off.replay) * ro.group_size) % self.optim.minibatches == 0,
+               f"optim.minibatches={self.optim.minibatches} does not divide the batch of (prompts_per_step + "
+               f"offpolicy.replay) x group_size = {(ro.prompts_per_step + off.replay) * ro.group_size}; choose a divisor")
+        if off.corrects and not off.mismatched:
+            import warnings
+
+            warnings.warn(f"offpolicy.correction is {off.correction} but staleness, replay, sampler_noise and "
+                          "sampler_dtype leave the behaviour policy equal to the learner: the correction has "
+                          "(almost) nothing to correct", stacklevel=3)
+
+    @property
+    def run_name(self) -> str:
+        return self.tracking.run_name or f"{self.name}-{self.method}-s{self.seed}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flatten(self) -> dict[str, Any]:
+        return flatten(self.to_dict())
+
+    def config_hash(self) -> str:
+        """Identifies the run: every field that changes what it computes (`conventions.NOT_RESULT_KEYS`
+        are left out)."""
+        d = _identity(self)
+        for key in NOT_RESULT_KEYS:
+            section, leaf = key.split(".", 1)
+            if leaf == "*":
+                d[section] = {}
+            elif key in HASHED_AS:
+                d[section][leaf] = HASHED_AS[key]
+            else:
+                d[section].pop(leaf, None)
+        return _hash(d)
+
+    def sft_hash(self) -> str:
+        """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
+        d = _identity(self)
+        return _hash({section: {k: v for k, v in d[section].items() if is_result_key(f"{section}.{k}")}
+                      for section in ("task", "model", "sft")})
+
+
+def _identity(config) -> dict:
+    """`config` as a nested dict without the fields added after the first version that hold their
+    default (see `added`): what the hashes are taken over."""
+    def walk(obj) -> dict:
+        out = {}
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if f.metadata.get("added") and value == f.default:
+                continue
+            out[f.name] = walk(value) if is_dataclass(value) else value
+        return out
+
+    return json.loads(json.dumps(walk(config), default=str))
+
+
+def _hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
