@@ -9,13 +9,14 @@ pure function of (seed, DATA_ORDER, epoch).
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, unique
 from typing import Optional
 
 import numpy as np
 import torch
 
 
+@unique
 class Stream(IntEnum):
     SAMPLING = 1  # the tokens of training rollouts
     UPDATES = 2  # minibatch permutations
@@ -24,7 +25,7 @@ class Stream(IntEnum):
     EXTRA_PROMPTS = 5  # dynamic sampling's refills (parts: step, round)
     SAMPLER_NOISE = 6  # noise on a behaviour policy's logits
     REPLAY = 7  # which replayed groups join a step
-    POOL_ORDER = 5  # the shuffle of an offline pool (parts: first step of the pool)
+    POOL_ORDER = 8  # the shuffle of an offline pool (parts: first step of the pool)
 
 
 def stream_seed(seed: int, stream: Stream, *parts: int) -> int:
