@@ -51,32 +51,26 @@ def cmd_train(args) -> int:
 
 
 def cmd_paradigm(args) -> int:
-    from grpo_lab.core.paradigm import PROCESS_SUPERVISION_CONFIG, format_table
+    from grpo_lab.core.paradigm import format_table
+    from grpo_lab.methods.recipes import paradigm_table
 
+    print("The methods as grpo_lab runs them (grpo_lab.methods.RECIPES): each a data source, a reward (the task's "
+          "verifier plus shaping), an advantage estimator and objectives; every method also reads task, model, sft, "
+          "train, tracking, optim and rollout.{prompts_per_step, group_size, max_new_tokens, temperature, top_p}.\n")
+    print(paradigm_table())
+    print("\nDeepSeekMath Table 10, the paradigm these recipes implement:\n")
     print(format_table())
-    process = " ".join(PROCESS_SUPERVISION_CONFIG.split()).replace("advantage: estimator", "advantage.estimator")
-    print(f"\nGRPO with process supervision (DeepSeekMath §4.1.3): {process}; the chain task's step rewards, "
-          "plus the outcome reward as the last step's.\nReward here: the task's rule-based verifier for every "
-          "method (the paper's PPO and GRPO score with a reward model).")
-    print("Every method starts from the same cached SFT checkpoint and reads the rest of one YAML "
-          "(experiments/paradigm_chain.yaml):\n"
-          "  rft, dpo    sample P x G x train.steps completions from the SFT policy at the first step "
-          "(dpo.refresh_every: N resamples from the current policy every N steps)\n"
-          "  online_rft  samples P x G per step; SFT loss on the correct ones\n"
-          "  ppo         critic section (gamma, lam, lr, value_clip, whiten, warmup); "
-          "loss.kl_placement: loss | reward (per-token, InstructGPT)\n"
-          "  grpo        advantage.estimator: group | rloo | process; loss.kl_beta (k3 in the loss, Eq. 21)")
     return 0
 
 
 def cmd_report(args) -> int:
     from grpo_lab.analysis.report import report_grid
 
-    readme = report_grid(args.name, grid_file=args.grid_file, metric=args.metric, claims=args.claim,
+    report = report_grid(args.name, grid_file=args.grid_file, metric=args.metric, claims=args.claim,
                          baseline=args.baseline, lower_is_better=args.lower_is_better,
                          tracking_uri=args.tracking_uri, out_dir=args.out, n_resamples=args.resamples)
-    verdicts = [line for line in readme.read_text().splitlines() if line.startswith("| ") and "**" in line]
-    print("\n".join(verdicts + [f"report: {readme}"]))
+    print(report.claims_table())
+    print(f"report: {report.path}")
     return 0
 
 

@@ -76,16 +76,12 @@ def demo_fig5(base: Config, *, progress: bool = False, out_dir: str | Path = "ru
           f"checkpoint, {len(spec['seeds'])} seeds x {steps} steps each (experiments/deepseekmath_fig5.yaml "
           "is the full grid)")
     run_grid(expand({**spec, "base": base.to_dict()}, default_name=spec["name"]), progress=False)
-    readme = write_report(spec["name"], claims=[claim_from_dict(c) for c in spec["claims"]], metric=spec["metric"],
+    report = write_report(spec["name"], claims=[claim_from_dict(c) for c in spec["claims"]], metric=spec["metric"],
                           out_dir=out_dir, tracking_uri=base.tracking.resolved_uri,
                           factors=list(spec["factors"]), command="grpo-lab demo")
-    text = readme.read_text()
-    table = [line for line in text.split("## Final `eval/accuracy` per arm", 1)[-1].splitlines()
-             if line.startswith("|")][:6]
-    verdicts = [line for line in text.splitlines() if line.startswith("| ") and "**" in line]
-    print("\nFinal held-out accuracy (pass@1) per arm, mean and 95% bootstrap CI over seeds:")
-    print("\n".join(table))
-    print("\nClaims (Holm-corrected tests over the seeds; 2 seeds rarely settle anything):")
-    print("\n".join(verdicts))
-    print(f"report and plots: {readme}")
-    return readme
+    print("\nFinal held-out accuracy (pass@1) per arm, mean and 95% CI over seeds:")
+    print(report.arm_table())
+    print("\nClaims (Holm-corrected tests over the seeds):")
+    print(report.claims_table())
+    print(f"report and plots: {report.path}")
+    return report.path

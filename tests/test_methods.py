@@ -177,12 +177,20 @@ def test_no_signal_from_the_warm_start_stops_at_the_start(tiny_config, method, m
         run(config, progress=False, log=False)
 
 
-def test_cli_paradigm_prints_every_method(capsys):
+def test_cli_paradigm_prints_every_recipe_from_the_registry(capsys):
+    from grpo_lab.methods import RECIPES, Recipe, register_recipe
+
     assert main(["paradigm"]) == 0
     out = capsys.readouterr().out
-    for method in ("sft", "rft", "online_rft", "dpo", "ppo", "grpo"):
+    for method in RECIPES.names():
         assert f"`method: {method}`" in out
-    assert "advantage.estimator: process" in out and "kl_placement" in out
+    assert "group \\| rloo \\| process \\| reinforce_pp" in out and "critic.*" in out
+    register_recipe(Recipe("sft_again", "references", ("supervised",), doc="a recipe of one's own"))
+    try:
+        assert main(["paradigm"]) == 0
+        assert "`method: sft_again`" in capsys.readouterr().out  # the table is the registry's
+    finally:
+        del RECIPES.entries["sft_again"]
 
 
 @pytest.mark.parametrize("method", ["grpo", "ppo"])

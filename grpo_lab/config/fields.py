@@ -8,7 +8,8 @@ from typing import Any
 
 METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo")  # the built-in recipes
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
-POLICY_OBJECTIVES = ("clipped", "cispo")
+POLICY_OBJECTIVES = ("clipped", "cispo")  # the built-in policy losses
+ADVANTAGE_ESTIMATORS = ("group", "rloo", "process", "reinforce_pp", "gae", "indicator")  # the built-in estimators
 
 
 class ConfigError(ValueError):
@@ -34,3 +35,10 @@ def _choice(name: str, value: Any, choices: tuple) -> None:
 def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
     ok = value >= 0 if zero_ok else value > 0
     _check(ok, f"{name} is {value}; it must be {'>= 0' if zero_ok else '> 0'}")
+
+
+def _choice_or_path(name: str, value: Any, choices: tuple) -> None:
+    """A built-in name, or an import path (``package.module:name``) of a registered component of one's own."""
+    _check(value in choices or (isinstance(value, str) and ":" in value),
+           f"{name} is {value!r}; choose one of {', '.join(map(str, choices))}, or name one of your own by import "
+           "path (my_pkg.module:name)")

@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
-from grpo_lab.config.fields import AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _positive, knob
+from grpo_lab.config.fields import (
+    ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
+)
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,13 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class AdvantageConfig:
-    estimator: str = knob("group", "group (GRPO outcome) | rloo | process (GRPO process supervision) | gae (PPO)")
+    estimator: str = knob("group", "group (GRPO outcome) | rloo | process (GRPO process supervision) | reinforce_pp "
+                                   "(REINFORCE++) | gae (PPO) | an import path; the method says which it takes")
     scale: str = knob("group", "group: divide by the group's std | batch: by the batch's std | none (Dr. GRPO)")
     eps: float = knob(1e-6, "added to the std the advantages are divided by")
 
     def __post_init__(self):
-        _choice("advantage.estimator", self.estimator, ("group", "rloo", "process", "gae"))
+        _choice_or_path("advantage.estimator", self.estimator, ADVANTAGE_ESTIMATORS)
         _choice("advantage.scale", self.scale, ("group", "batch", "none"))
 
 
@@ -167,7 +170,7 @@ class LossConfig:
                f"loss.level is sequence (GSPO) but loss.aggregation is {self.aggregation}; GSPO weighs each sequence "
                "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
-        _choice("loss.objective", self.objective, POLICY_OBJECTIVES)
+        _choice_or_path("loss.objective", self.objective, POLICY_OBJECTIVES)
 
 
 @dataclass(frozen=True)

@@ -297,8 +297,11 @@ def check_pairs(config) -> None:
 
 @DATA.register("preference_pairs", reads=("dpo.refresh_every",), check=check_pairs)
 class PreferencePairs(Pool):
-    """q ~ P_sft(Q), o+, o- ~ pi_sft(O|q): (correct, wrong) pairs of one prompt; resampled from the
-    current policy every dpo.refresh_every steps when set."""
+    """q ~ P_sft(Q), o+, o- ~ pi_sft(O|q): (correct, wrong) pairs of one prompt, resampled every dpo.refresh_every steps.
+
+    Pairs each distinct wrong completion of a prompt with a distinct correct one of the same prompt
+    (cycling through the correct ones); with `dpo.refresh_every: N` they are rebuilt from the current
+    policy every N steps (iterative DPO), the reference staying the SFT model."""
 
     def span(self, config, step: int) -> tuple[int, int]:
         steps = config.train.steps

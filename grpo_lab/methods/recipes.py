@@ -134,7 +134,7 @@ def check_config(config: Config) -> Recipe:
     the recipe."""
     recipe = get_recipe(config.method)
     estimator = config.advantage.estimator
-    if recipe.estimators and estimator not in recipe.estimators:
+    if recipe.estimators and estimator not in recipe.estimators and ":" not in estimator:
         raise ConfigError(f"advantage.estimator is {estimator}; method {recipe.name} uses one of "
                           f"{', '.join(recipe.estimators)}" + (" (gae needs a critic: use method: ppo)"
                                                                if estimator == "gae" else ""))
@@ -152,6 +152,44 @@ def check_config(config: Config) -> Recipe:
         if entry.check is not None:
             entry.check(config)
     return recipe
+
+
+def by_section(keys: list[str], config: Config) -> str:
+    """Dotted keys grouped by section: `critic.*` for a whole section, `loss.{a, b}` for part of one."""
+    sections: dict[str, list[str]] = {}
+    for key in keys:
+        section, _, leaf = key.partition(".")
+        sections.setdefault(section, []).append(leaf)
+    every = {}
+    for key in config.flatten():
+        section, _, leaf = key.partition(".")
+        every.setdefault(section, []).append(leaf)
+    out = []
+    for section, leaves in sections.items():
+        if sorted(leaves) == sorted(every.get(section, [])):
+            out.append(f"{section}.*")
+        else:
+            out.append(f"{section}.{leaves[0]}" if len(leaves) == 1 else f"{section}.{{{', '.join(leaves)}}}")
+    return "; ".join(out)
+
+
+def paradigm_table(config: Config | None = None) -> str:
+    """Every registered recipe as a markdown table: its components by stage and the keys it reads
+    beyond the ones every method reads (what `grpo-lab paradigm` prints)."""
+    config = config or Config()
+    rows = ["| method | data source | reward | advantage | objectives | gradient coefficient | its own keys |",
+            "|---|---|---|---|---|---|---|"]
+    for name in RECIPES.names():
+        recipe = RECIPES.get(name).obj
+        source = DATA.get(recipe.data).doc or recipe.data
+        reward = " + ".join([recipe.reward] + [s for s in recipe.shaping])
+        advantage = " \\| ".join(recipe.estimators) if recipe.estimators else (recipe.advantage or "-")
+        keys = [k for k in recipe.reads(config, every_choice=True) if k not in COMMON_READS]
+        cells = [f"`method: {name}`", source, reward, advantage, ", ".join(recipe.objectives),
+                 recipe.gradient_coefficient, by_section(keys, config) or "-"]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") if i not in (3,) else c
+                                      for i, c in enumerate(cells)) + " |")
+    return "\n".join(rows)
 
 
 __all__ = ["COMMON_READS", "RECIPES", "Recipe", "check_config", "get_recipe", "register_recipe"]

@@ -13,8 +13,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from grpo_lab.config import ConfigError
 
-class RegistryError(ValueError):
+
+class RegistryError(ConfigError):
     """An unknown name or an import path that does not resolve; the message lists what is known."""
 
 
@@ -61,6 +63,12 @@ class Registry:
                 raise RegistryError(f"{self.what} {name!r} is registered twice")
             doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
             self.entries[name] = Entry(name, obj, tuple(reads), check, doc[0] if doc else "", self.what)
+            if not isinstance(obj, (str, int, float, tuple)):  # named by import path, it declares the same
+                try:
+                    obj.reads = tuple(reads)
+                    obj.check = staticmethod(check) if isinstance(obj, type) and check else check
+                except AttributeError:  # an object that takes no attributes: only its registered name carries them
+                    pass
             return obj
         return decorate
 
