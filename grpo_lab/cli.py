@@ -1,4 +1,4 @@
-"""grpo-lab: train | demo | grid | sweep | report | bench | paradigm.
+"""grpo-lab: train | demo | grid | sweep | report | bench | paradigm | config.
 
 Every expected failure (a bad config, a missing file, a failing reward, a non-finite loss) ends
 with one line `grpo-lab: error: ...` and exit status 2; nothing finished is lost.
@@ -47,6 +47,13 @@ def cmd_train(args) -> int:
             print(f"grpo-lab: resuming from step {read_resume_info(resume)['step']} ({resume})", file=sys.stderr)
     result = run(config, progress=not args.no_progress, resume_from=resume)
     print(result.format())
+    return 0
+
+
+def cmd_config(args) -> int:
+    from grpo_lab.config.describe import describe
+
+    print(describe(args.query))
     return 0
 
 
@@ -119,14 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="grpo-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one run from a YAML config")
+    p = sub.add_parser("train", help="train one run from a YAML config",
+                       epilog="Every config key, its default and meaning: grpo-lab config [SECTION|KEY]")
     p.add_argument("config", type=Path, help="experiment YAML (see experiments/)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set optim.lr=1e-4 (repeatable)")
+                   help="override a config key, e.g. --set optim.lr=1e-4 (repeatable; `grpo-lab config` lists them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run's last checkpoint (train.checkpoint_every) in the same MLflow run")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="every config key with its default, type and meaning")
+    p.add_argument("query", nargs="?", default=None, metavar="SECTION|KEY", help="e.g. optim, or loss.aggregation")
+    p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("paradigm", help="the methods as data source, reward and gradient coefficient, and the config of each")
     p.set_defaults(func=cmd_paradigm)

@@ -37,9 +37,9 @@ NOT_RESULT_KEYS = (
 HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}
 
 
-def is_result_key(key: str) -> bool:
-    """Whether the dotted config key `key` changes what a run computes."""
-    return not any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in NOT_RESULT_KEYS)
+def is_result_key(key: str, not_result: tuple[str, ...] = NOT_RESULT_KEYS) -> bool:
+    """Whether the dotted config key `key` changes what a run computes (is none of `not_result`)."""
+    return not any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in not_result)
 
 
 def client(uri: str):

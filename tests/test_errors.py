@@ -127,3 +127,25 @@ def test_non_finite_loss_is_refused_before_the_update(tiny_config):
     with pytest.raises(TrainingError, match="loss is nan at step 0; lower optim.lr"):
         module.update(torch.tensor(math.nan, requires_grad=True), module.objectives[0])
     assert all(torch.equal(a, b) for a, b in zip(before, module.policy.parameters()))
+
+
+def test_config_command_prints_every_key_with_its_meaning(capsys):
+    from grpo_lab.config import Config
+
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    for key in Config().flatten():
+        assert f"{key} = " in out, key
+    assert "policy learning rate" in out and "threads" in out
+    assert main(["config", "loss.aggregation"]) == 0
+    one = capsys.readouterr().out.strip().splitlines()
+    assert len(one) == 2 and "seq_mean_token_mean" in one[1]  # the section line and the key
+
+
+@pytest.mark.parametrize("key,expected", [("lr", "optim.lr"), ("loss.agregation", "loss.aggregation"),
+                                          ("rollout.lr", "optim.lr"), ("groupsize", "rollout.group_size")])
+def test_an_unknown_key_suggests_the_closest_full_key(tmp_path, capsys, key, expected):
+    err = error_line(capsys, ["train", write(tmp_path, "method: grpo\n"), "--set", f"{key}=1"])
+    assert f"unknown config key '{key}'; did you mean '{expected}'?" in err and "grpo-lab config" in err
+    err = error_line(capsys, ["config", key])
+    assert f"did you mean '{expected}'" in err

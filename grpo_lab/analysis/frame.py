@@ -22,12 +22,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-GRID_TAG = "grpo_lab.grid"
-ARM_TAG = "grpo_lab.arm"
-FACTORS_TAG = "grpo_lab.factors"
-CONFIG_HASH_TAG = "grpo_lab.config_hash"
-SFT_HASH_TAG = "grpo_lab.sft_hash"
-STATUS_TAG = "grpo_lab.status"
+from grpo_lab.conventions import ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, GRID_TAG, SFT_HASH_TAG, STATUS_TAG  # noqa: F401
+
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 PARAM_PREFIX = "param:"

@@ -357,19 +357,12 @@ def remove_stale_plots(folder: Path, *, keep: Iterable[Path]) -> tuple[Path, ...
 def load_grid_spec(path: str | Path) -> dict:
     """The mapping in a grid YAML file (``name``, ``factors``, ``seeds``, ``metric``,
     ``claims``, ...); ReportError when it is missing or not a mapping."""
-    import yaml
+    from grpo_lab.specs import SpecError, read_spec
 
-    path = Path(path)
-    if not path.exists():
-        raise ReportError(f"grid file {path} does not exist; pass an existing YAML file")
     try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ReportError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(spec, dict):
-        raise ReportError(f"grid file {path} must hold a mapping with keys such as name, factors, "
-                          "seeds, metric, claims")
-    return spec
+        return read_spec(path, kind="grid")
+    except SpecError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def report_grid(

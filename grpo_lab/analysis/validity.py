@@ -26,10 +26,12 @@ from grpo_lab.analysis.frame import (
     final_values,
 )
 from grpo_lab.analysis.stats import seeds_needed
+from grpo_lab.conventions import NOT_RESULT_KEYS, is_result_key
 
-# Params that legitimately differ between runs of one comparison besides seed and factors
-# (matched against the whole key or its last dotted part: tracking.run_name, train.out_dir).
-DEFAULT_IGNORED_PARAMS = ("seed", "run_name", "output_dir", "out_dir", "tracking_uri", "uri", "threads")
+# Params that legitimately differ between runs of one comparison besides the factors: the seed, and
+# the keys that do not change what a run computes (conventions.NOT_RESULT_KEYS, the list the config
+# hash leaves out). An ignored name matches the whole key or its last dotted part.
+DEFAULT_IGNORED_PARAMS = ("seed",) + NOT_RESULT_KEYS
 
 
 def _factor_keys(frame: pd.DataFrame, factors: Iterable[str] | None) -> list[str]:
@@ -72,7 +74,7 @@ def check_configs(
     differing = []
     for column in sorted(c for c in runs.columns if c.startswith(PARAM_PREFIX)):
         key = column[len(PARAM_PREFIX):]
-        if key in skipped or key.rsplit(".", 1)[-1] in ignore:  # ignore names bare or dotted keys
+        if key in skipped or key.rsplit(".", 1)[-1] in ignore or not is_result_key(key, ignore):
             continue
         values_per_arm = runs.groupby("arm")[column].agg(
             lambda s: tuple(sorted(set(s.fillna("<unset>").astype(str))))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
@@ -14,12 +13,11 @@ from grpo_lab.config.root import Config
 
 
 def _unknown_key(key: str, known: list[str]) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], [k.rsplit(".", 1)[-1] for k in known], n=1)
-    hint = ""
-    if close:
-        prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-        hint = f"; did you mean '{prefix}{close[0]}'?"
-    return ConfigError(f"unknown config key '{key}'{hint}")
+    from grpo_lab.config.describe import suggest
+
+    close = suggest(key)
+    hint = f"; did you mean '{close}'?" if close else ""
+    return ConfigError(f"unknown config key '{key}'{hint} (`grpo-lab config` lists every key)")
 
 
 def _coerce(name: str, value: Any, tp: Any) -> Any:
