@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     from grpo_lab.analysis.report import ReportError
-    from grpo_lab.checkpoint import CheckpointError
+    from grpo_lab.runs.checkpoint import CheckpointError
     from grpo_lab.models.policy import ModelError
 
     try:
