@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     ]
     command = shlex.join(["python", "analysis/deepseekmath_fig7.py", *(sys.argv[1:] if argv is None else argv)])
     readme = write_report("deepseekmath_fig7", claims=claims, metric="eval/accuracy", out_dir=args.out,
-                          tracking_uri=uri, frame=frame, grid=args.grid, command=command, curves=False)
+                          tracking_uri=uri, frame=frame, grid=args.grid, command=command, curves=False).path
     folder = readme.parent
     plot(frame, ks, folder / "pass_maj_at_k.png", rows[0]["temperature"])
     text = readme.read_text()
