@@ -10,23 +10,6 @@ import argparse
 import sys
 from pathlib import Path
 
-EXPECTED_ERRORS: tuple = ()
-
-
-def _expected_errors() -> tuple:
-    from grpo_lab.analysis.report import ReportError
-    from grpo_lab.config import ConfigError
-    from grpo_lab.errors import TrainingError
-    from grpo_lab.methods import RegistryError
-    from grpo_lab.models.policy import ModelError
-    from grpo_lab.runs.checkpoint import CheckpointError
-    from grpo_lab.runs.tracking import TrackingError
-    from grpo_lab.tasks import TaskError
-
-    return (ConfigError, ModelError, TaskError, TrainingError, TrackingError, ReportError, RegistryError,
-            CheckpointError, FileNotFoundError)
-
-
 def cmd_train(args) -> int:
     from grpo_lab.config import load_config
 
@@ -202,9 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from grpo_lab.errors import GrpoLabError
+
     try:
         return args.func(args)
-    except _expected_errors() as exc:
+    except (GrpoLabError, FileNotFoundError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"grpo-lab: error: {message}", file=sys.stderr)
         return 2

@@ -149,3 +149,36 @@ def test_an_unknown_key_suggests_the_closest_full_key(tmp_path, capsys, key, exp
     assert f"unknown config key '{key}'; did you mean '{expected}'?" in err and "grpo-lab config" in err
     err = error_line(capsys, ["config", key])
     assert f"did you mean '{expected}'" in err
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"method: grpo\n\xff\xfe\n", "is not UTF-8 text"),
+    (b"", "is empty"),
+    (b"# only a comment\n", "is empty"),
+])
+def test_config_files_that_cannot_be_read(tmp_path, capsys, content, expected):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    assert expected in error_line(capsys, ["train", str(path)])
+
+
+def test_a_folder_given_as_the_config(tmp_path, capsys):
+    assert "is a folder" in error_line(capsys, ["train", str(tmp_path)])
+
+
+@pytest.mark.parametrize("argv", [["train", "{path}", "--set", "lr=1"], ["train", "{missing}"],
+                                  ["train", "{path}", "--set", "optim.lr=fast"], ["config", "lr"]])
+def test_config_errors_come_before_any_heavy_import(tmp_path, argv):
+    """A mistake in the config is reported before torch, transformers, lightning or mlflow load."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.yaml"
+    path.write_text("method: grpo\n")
+    args = [a.format(path=path, missing=tmp_path / "nope.yaml") for a in argv]
+    probe = ("import sys; from grpo_lab.cli import main; code = main(%r); "
+             "heavy = [m for m in ('torch', 'transformers', 'lightning', 'mlflow', 'pandas') if m in sys.modules]; "
+             "print('CODE', code, 'HEAVY', heavy)" % (args,))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "CODE 2 HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("grpo-lab: error: ")

@@ -33,9 +33,10 @@ from grpo_lab.analysis import estimators, stats
 from grpo_lab.analysis.estimators import Interval
 from grpo_lab.analysis.frame import arm_values, final_values
 from grpo_lab.analysis.validity import check_comparison
+from grpo_lab.errors import GrpoLabError
 
 
-class ReportError(ValueError):
+class ReportError(GrpoLabError, ValueError):
     """A report that cannot be written as asked (no runs, an unknown arm or metric, a bad claim)."""
 
 

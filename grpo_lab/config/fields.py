@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
+from grpo_lab.errors import GrpoLabError
+
 METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo")  # the built-in recipes
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
 POLICY_OBJECTIVES = ("clipped", "cispo")  # the built-in policy losses
 ADVANTAGE_ESTIMATORS = ("group", "rloo", "process", "reinforce_pp", "gae", "indicator")  # the built-in estimators
 
 
-class ConfigError(ValueError):
+class ConfigError(GrpoLabError, ValueError):
     """A config that cannot run; the message says what to change."""
 
 

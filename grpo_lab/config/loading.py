@@ -89,15 +89,22 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist; pass the path of a YAML file (see experiments/)")
+        if path.is_dir():
+            raise ConfigError(f"config file {path} is a folder; pass the path of a YAML file in it (see experiments/)")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save the config as UTF-8 YAML") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path} is not valid YAML{where}; fix the syntax") from None
-        if loaded is not None and not isinstance(loaded, dict):
+        if loaded is None:
+            raise ConfigError(f"config file {path} is empty; write the sections to change (e.g. `method: grpo`), "
+                              "or start from experiments/grpo_chain.yaml")
+        if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must hold a mapping of config sections, not a {type(loaded).__name__}")
-        data = merge(data, loaded or {})
+        data = merge(data, loaded)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(data, key, value)
     try:

@@ -10,11 +10,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
 
 from grpo_lab.models.tokenizer import char_tokenizer
+from grpo_lab.errors import GrpoLabError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-class ModelError(ValueError):
+class ModelError(GrpoLabError, ValueError):
     """A model or tokenizer that cannot be built or loaded; the message says how to fix it."""
 
 

@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
 
 from grpo_lab.models import fast_qwen2
 from grpo_lab.models.positions import position_ids
@@ -112,6 +111,8 @@ class _GenericDecoder:
     def __init__(self, model, prompt_ids, prompt_mask, use_cache: bool):
         self.model, self.use_cache = model, use_cache
         self.attn = prompt_mask.long()
+        from transformers import DynamicCache
+
         self.cache = DynamicCache() if use_cache else None
         self.ids, self.positions = prompt_ids, position_ids(self.attn)
 

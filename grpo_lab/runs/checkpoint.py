@@ -32,11 +32,13 @@ import numpy as np
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from grpo_lab.errors import GrpoLabError
+
 KEEP = 3  # step-numbered checkpoints kept besides last.ckpt
 STATE_KEY = "grpo_lab_resume"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(GrpoLabError, ValueError):
     """A checkpoint that cannot be loaded safely, or at all; the message names the file and what to do."""
 
 

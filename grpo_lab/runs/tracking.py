@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from grpo_lab.errors import GrpoLabError
+
 from grpo_lab.conventions import (
     CHECKPOINT_TAG, CONFIG_HASH_TAG, ERROR_TAG, FAILED, FINISHED, INTERRUPTED, METHOD_TAG, RUNNING, SFT_CHECKPOINT_TAG,
     SFT_HASH_TAG, STATUS_TAG,
@@ -22,7 +24,7 @@ from grpo_lab.conventions import (
 MIN_FREE_BYTES = 200 * 2**20
 
 
-class TrackingError(RuntimeError):
+class TrackingError(GrpoLabError, RuntimeError):
     """The tracking store cannot be written; raised before any training."""
 
 

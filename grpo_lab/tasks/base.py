@@ -16,8 +16,10 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
+from grpo_lab.errors import GrpoLabError
 
-class TaskError(ValueError):
+
+class TaskError(GrpoLabError, ValueError):
     """Malformed task data or bad task options; the message says what is wrong and how to fix it."""
 
 
