@@ -113,16 +113,23 @@ def matmul_rate(device: str, dtype: torch.dtype, n: int = 8192, reps: int = 10) 
 
 def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: int = 0) -> Optional[dict]:
     """Run `warmup + steps` RL steps of `config.method`'s module and return the benchmark record
-    (None in the processes other than process 0 of a multi-process strategy)."""
+    (None in the processes other than process 0 of a multi-process strategy). `threads` 0: this
+    process's share of the cores (runs/threads.py)."""
+    from grpo_lab.runs.threads import ThreadShare
+    from grpo_lab.runs.train import quiet
+
+    quiet()
+    with ThreadShare(threads):
+        return _run_bench(config, warmup=warmup, fixed_length=fixed_length)
+
+
+def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
     import lightning as L
 
     from grpo_lab.engine import module_class
     from grpo_lab.models import build_policy
-    from grpo_lab.runs.train import build_task_for, quiet, resolve_device
+    from grpo_lab.runs.train import build_task_for, resolve_device
 
-    quiet()
-    if threads:
-        torch.set_num_threads(threads)
     device = resolve_device(config.train.device)
     steps = config.train.steps - warmup - 1
     task = build_task_for(config)

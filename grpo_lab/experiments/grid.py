@@ -24,7 +24,6 @@ the steps since its runs' last checkpoints. Warm starts are built once, before a
 from __future__ import annotations
 
 import json
-import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -283,11 +282,8 @@ def run_grid(grid: Grid, *, jobs: int = 1, progress: bool = False,
                                                                                        "eval/greedy_accuracy"))
             echo(f"[{n}/{len(todo)}] {p.run.arm} seed {p.run.seed}: {shown} (MLflow run {out['run_id']})")
 
-    def job(p: PlannedRun) -> tuple:
-        config = p.run.config
-        if jobs > 1 and not config.train.threads:  # share the cores instead of oversubscribing them
-            config = with_overrides(config, **{"train.threads": max(1, (os.cpu_count() or 1) // jobs)})
-        return (config.to_dict(), p.run.tags(grid.name), str(p.resume_from) if p.resume_from else None, False)
+    def job(p: PlannedRun) -> tuple:  # each worker takes its share of the cores (runs/threads.py)
+        return (p.run.config.to_dict(), p.run.tags(grid.name), str(p.resume_from) if p.resume_from else None, False)
 
     if jobs <= 1:
         for p in todo:

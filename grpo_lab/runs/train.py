@@ -16,6 +16,7 @@ import torch
 
 from grpo_lab.config import Config
 from grpo_lab.runs.result import RunResult
+from grpo_lab.runs.threads import ThreadShare
 
 
 def quiet() -> None:
@@ -63,18 +64,25 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     and may raise to prune). `resume_from` continues from a checkpoint, `run_id` in the same
     MLflow run.
     """
-    import lightning as L
-
-    from grpo_lab.engine import module_class
     from grpo_lab.methods import check_config
-    from grpo_lab.runs import tracking
-    from grpo_lab.runs.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, checkpoint_dir, read_resume_info, run_dir
-    from grpo_lab.runs.warm_start import warm_start
 
     check_config(config)  # before anything is built or written
     quiet()
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
+    with ThreadShare(config.train.threads) as share:
+        return _run(config, share, tags=tags, progress=progress, log=log, callbacks=callbacks, on_eval=on_eval,
+                    resume_from=resume_from, run_id=run_id)
+
+
+def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resume_from, run_id) -> RunResult:
+    import lightning as L
+
+    from grpo_lab.engine import module_class
+    from grpo_lab.runs import tracking
+    from grpo_lab.runs.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, checkpoint_dir, read_resume_info, run_dir
+    from grpo_lab.runs.progress import EvalLines, StepProgress
+    from grpo_lab.runs.threads import callback as follow_share
+    from grpo_lab.runs.warm_start import warm_start
+
     device = resolve_device(config.train.device)
     out_dir = run_dir(config)
     if resume_from is not None:  # read first: a refused or damaged checkpoint stops the run before anything starts
@@ -83,20 +91,21 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     if log:
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
     task = build_task_for(config)
-    policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
+    policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device, share=share)
     torch.manual_seed(config.seed)
     module = module_class(config.method)(config, policy, tokenizer, task)
-    if on_eval is not None:
-        module.on_eval = on_eval
+    module.on_eval = EvalLines(then=on_eval) if progress else on_eval
     logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False
-    callbacks = list(callbacks or [])
+    callbacks = list(callbacks or []) + [follow_share(share)]
+    if progress:
+        callbacks.append(StepProgress(config.method, config.train.steps))
     if config.train.checkpoint_every > 0:
         callbacks.append(PeriodicCheckpoint(checkpoint_dir(config), config.train.checkpoint_every,
                                             run_id=logger.run_id if log else None))
     trainer = L.Trainer(
         max_epochs=1, accelerator=device, devices=config.train.devices, num_nodes=config.train.num_nodes,
         strategy=config.train.strategy, logger=logger, enable_checkpointing=False,
-        callbacks=callbacks, enable_progress_bar=progress, enable_model_summary=False,
+        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision=config.train.precision,
         plugins=[SafeCheckpointIO()],
     )

@@ -14,6 +14,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Optional
 
 import lightning as L
 import torch
@@ -22,6 +23,9 @@ from grpo_lab.core.supervised import supervised_loss
 from grpo_lab.models import build_policy, load_pretrained
 from grpo_lab.rollout import token_logprobs
 from grpo_lab.rollout.encode import encode_completions, encode_prompts
+from grpo_lab.runs.progress import StepProgress
+from grpo_lab.runs.threads import ThreadShare
+from grpo_lab.runs.threads import callback as follow_share
 
 
 def sft_batch(tokenizer, examples, device=None) -> dict:
@@ -61,24 +65,31 @@ class WarmStart(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def train_sft(policy, tokenizer, examples, cfg, *, progress: bool = True, device: str = "cpu") -> float:
+def train_sft(policy, tokenizer, examples, cfg, *, progress: bool = True, device: str = "cpu",
+              share: Optional[ThreadShare] = None) -> float:
     """Runs SFT in place on `policy`; returns the wall time in seconds."""
     start = time.perf_counter()
+    callbacks = ([follow_share(share)] if share is not None else []) + ([StepProgress("sft", cfg.steps)] if progress
+                                                                         else [])
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        trainer = L.Trainer(max_steps=cfg.steps, accelerator=device, devices=1, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=progress, enable_model_summary=False,
+        trainer = L.Trainer(max_steps=cfg.steps, accelerator=device, devices=1, logger=False, callbacks=callbacks,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             gradient_clip_val=cfg.grad_clip or None)
         trainer.fit(WarmStart(policy, tokenizer, examples, cfg))
     return time.perf_counter() - start
 
 
-def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
+def warm_start(config, task, *, progress: bool = True, device: str = "cpu", share: Optional[ThreadShare] = None):
     """The policy and tokenizer after the (cached) SFT warm start, and where they are stored.
 
     Returns (policy, tokenizer, path). With `sft.steps: 0` the untrained (or loaded) policy is
-    returned and nothing is cached.
+    returned and nothing is cached. Training takes this process's share of the cores (`share`, or
+    its own from `train.threads`).
     """
+    if share is None:
+        with ThreadShare(config.train.threads) as own:
+            return warm_start(config, task, progress=progress, device=device, share=own)
     if config.sft.steps == 0:
         policy, tokenizer = build_policy(config.model, task.alphabet)
         return policy, tokenizer, None
@@ -91,7 +102,8 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
             with torch.random.fork_rng():
                 torch.manual_seed(config.sft.seed)
                 policy, tokenizer = build_policy(config.model, task.alphabet)
-            seconds = train_sft(policy, tokenizer, task.train_examples(), config.sft, progress=progress, device=device)
+            seconds = train_sft(policy, tokenizer, task.train_examples(), config.sft, progress=progress, device=device,
+                                share=share)
             tmp = root / f"{path.name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             policy.save_pretrained(tmp)

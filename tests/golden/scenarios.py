@@ -135,6 +135,7 @@ def run_scenario(name: str, workdir: Path, sft_dir: Path) -> dict:
     data = config_dict(name)
     data["sft"]["cache_dir"] = str(sft_dir)
     data.setdefault("train", {})["out_dir"] = str(workdir / "runs")
+    data["train"]["threads"] = 1  # the float sums of the recording: fixed threads, not this machine's share
     config = from_dict(data)
     torch.set_num_threads(1)
     with TokenRecorder() as tokens:

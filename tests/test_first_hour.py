@@ -1,0 +1,101 @@
+"""The researcher's first hour: threads shared between grpo-lab processes, progress a person can
+read, outputs where they are expected."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from grpo_lab.runs import run
+from grpo_lab.runs import threads
+from grpo_lab.runs.progress import StepProgress
+
+
+@pytest.fixture
+def own_registry(tmp_path, monkeypatch):
+    """A registry of processes of this test's own, so that other grpo-lab processes do not count."""
+    monkeypatch.setattr(threads, "registry", lambda: tmp_path / "processes")
+    monkeypatch.setattr(threads, "cores", lambda: 4)
+    (tmp_path / "processes").mkdir()
+    saved = torch.get_num_threads()
+    yield tmp_path / "processes"
+    torch.set_num_threads(saved)
+
+
+def test_each_live_process_gets_its_share_of_the_cores(own_registry):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with threads.ThreadShare() as share:
+            assert (own_registry / str(os.getpid())).exists() and share.threads == 4
+            (own_registry / str(sleeper.pid)).touch()  # a second grpo-lab process starts
+            assert share.update() == 4  # looked at less than RECHECK_S ago
+            assert share.update(force=True) == 2 and torch.get_num_threads() == 2
+            sleeper.kill()
+            sleeper.wait()
+            assert share.update(force=True) == 4  # it died: its file is swept, the cores are ours again
+            assert not (own_registry / str(sleeper.pid)).exists()
+        assert not (own_registry / str(os.getpid())).exists()
+    finally:
+        sleeper.kill()
+
+
+def test_nested_shares_register_the_process_once_and_fixed_threads_register_nothing(own_registry):
+    with threads.ThreadShare() as outer:
+        with threads.ThreadShare() as inner:
+            assert threads.live_processes() == 1 and inner.threads == outer.threads == 4
+        assert (own_registry / str(os.getpid())).exists()  # still computing in the outer share
+    with threads.ThreadShare(3) as fixed:
+        assert fixed.threads == 3 and torch.get_num_threads() == 3 and threads.live_processes() == 0
+
+
+def test_a_run_follows_its_share(tiny_config, own_registry):
+    config = tiny_config(**{"train.steps": 2})
+    seen = []
+
+    class Watch(__import__("lightning").Callback):
+        def on_train_batch_end(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+
+    run(config, progress=False, log=False, callbacks=[Watch()])
+    assert seen == [4, 4]  # alone on the (pretend) 4 cores
+    assert not any(own_registry.iterdir())  # unregistered when the run ends
+
+
+class FakeModule:
+    def __init__(self):
+        self.step_count, self.history = 0, []
+
+
+def test_progress_lines_on_a_terminal_and_in_a_log(tiny_config):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream in (io.StringIO(), Terminal()):
+        progress = StepProgress("grpo", 3, stream=stream, every_s=3600)
+        module = FakeModule()
+        trainer = type("T", (), {"is_global_zero": True, "global_step": 0})()
+        progress.on_train_start(trainer, module)
+        for step in (1, 2, 3):
+            module.step_count = step
+            module.history.append({"step": step, "perf/step_s": 0.1, "rollout/reward_mean": 0.5, "actor/loss": -0.25})
+            progress.on_train_batch_end(trainer, module, None, step - 1, step - 1)
+        text = stream.getvalue()
+        assert "grpo step 3/3 | reward 0.5 | loss -0.25 |" in text and "s/step" in text
+        if isinstance(stream, Terminal):  # every step, each over the last
+            assert text.count("\r\033[K") == 3 and text.endswith("\n")
+        else:  # a log: no control characters, a line at the end (the others fell inside every_s)
+            assert "\r" not in text and text.count("\n") == 1
+
+
+def test_a_run_prints_steps_and_evaluations_without_lightning_noise(tiny_config, capsys):
+    run(tiny_config(**{"train.steps": 2, "train.eval_every": 1}), progress=True, log=False)
+    err = capsys.readouterr().err
+    assert "sft step 20/20 | loss" in err and "grpo step 2/2 | reward" in err
+    assert "eval at step 0: accuracy" in err and "eval at step 2: accuracy" in err
+    assert "Epoch" not in err and "v_num" not in err
