@@ -14,6 +14,7 @@ def cmd_train(args) -> int:
     from grpo_lab.config import load_config
 
     config = load_config(args.config, args.set)
+    config = named_by_overrides(config, args.set)
     from grpo_lab.methods import check_config
 
     check_config(config)
@@ -30,7 +31,25 @@ def cmd_train(args) -> int:
             print(f"grpo-lab: resuming from step {read_resume_info(resume)['step']} ({resume})", file=sys.stderr)
     result = run(config, progress=not args.no_progress, resume_from=resume)
     print(result.format())
+    uri = config.tracking.resolved_uri
+    print(f"MLflow: experiment '{config.tracking.experiment}' in {uri}\n"
+          f"next: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
     return 0
+
+
+def named_by_overrides(config, overrides: list[str]):
+    """`config` with a run name that shows its `--set` overrides (those that change what it computes,
+    besides the seed), unless it names its run itself: runs of one config file stay apart in MLflow."""
+    import re
+
+    from grpo_lab.config import parse_overrides, with_overrides
+    from grpo_lab.conventions import is_result_key
+
+    shown = [f"{k}={v}" for k, v in parse_overrides(overrides) if is_result_key(k) and k not in ("seed", "name", "method")]
+    if config.tracking.run_name is not None or not shown:
+        return config
+    label = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(shown))
+    return with_overrides(config, **{"tracking.run_name": f"{config.name}-{config.method}-{label}-s{config.seed}"})
 
 
 def cmd_config(args) -> int:
@@ -74,6 +93,12 @@ def cmd_grid(args) -> int:
     summary = run_grid(grid, jobs=args.jobs, progress=not args.no_progress)
     print(f"grid {grid.name}: {summary.skipped} already finished, {len(summary.finished)} ran, "
           f"{len(summary.failed)} failed")
+    tracking = grid.runs[0].config.tracking if grid.runs else None
+    if tracking is not None:
+        print(f"MLflow: experiment '{tracking.experiment}' in {tracking.resolved_uri} (runs tagged grpo_lab.grid = "
+              f"{grid.name})")
+    print(f"next: grpo-lab report {grid.name}" + ("   (after the failed runs are fixed and rerun: grpo-lab grid "
+                                                  f"{args.file})" if summary.failed else ""))
     return 1 if summary.failed else 0
 
 
@@ -83,6 +108,11 @@ def cmd_sweep(args) -> int:
     sweep = load_sweep(args.file, storage=args.storage, n_trials=args.n_trials)
     study = run_sweep(sweep, progress=not args.no_progress)
     print(format_study(study))
+    from grpo_lab.conventions import redact
+
+    print(f"Optuna study '{sweep.name}' in {redact(sweep.storage)}; MLflow: experiment "
+          f"'{sweep.base.tracking.experiment}' in {sweep.base.tracking.resolved_uri} (runs tagged grpo_lab.sweep = "
+          f"{sweep.name})\nnext: grpo-lab sweep {args.file} --n-trials N   (continues the study up to N trials)")
     return 0
 
 
@@ -134,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="claim to test, e.g. --claim 'grpo>online_rft' or 'a>=b' (at least as good); replaces the file's")
     p.add_argument("--baseline", default=None, help="also compare every arm with this arm")
     p.add_argument("--lower-is-better", action="store_true", help="the metric improves downwards (lengths, losses)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--out", type=Path, default=Path("results"), help="writes OUT/NAME/")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow URI (default $MLFLOW_TRACKING_URI or the workspace's mlflow.db)")
+    p.add_argument("--out", type=Path, default=None, help="writes OUT/NAME/ (default: the workspace's reports/)")
     p.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     p.set_defaults(func=cmd_report)
 

@@ -6,7 +6,9 @@ Imports nothing of grpo_lab, so both sides (and the config) can use it.
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 # MLflow tags of every run
 CONFIG_HASH_TAG = "grpo_lab.config_hash"  # Config.config_hash(): what the run computes
@@ -18,6 +20,7 @@ CHECKPOINT_TAG = "grpo_lab.checkpoint"
 SFT_CHECKPOINT_TAG = "grpo_lab.sft_checkpoint"
 # grids and sweeps
 GRID_TAG, ARM_TAG, FACTORS_TAG = "grpo_lab.grid", "grpo_lab.arm", "grpo_lab.factors"
+GRID_FILE_TAG = "grpo_lab.grid_file"  # the grid file's absolute path: `grpo-lab report NAME` reads its metric and claims
 SWEEP_TAG, TRIAL_TAG, PARENT_TAG = "grpo_lab.sweep", "grpo_lab.trial", "mlflow.parentRunId"
 
 RUNNING, FINISHED, FAILED, INTERRUPTED, PRUNED, KILLED = "running", "finished", "failed", "interrupted", "pruned", "killed"
@@ -35,6 +38,29 @@ NOT_RESULT_KEYS = (
 )
 # Of those, keys the first version's hash held: hashed as this constant, so identities stay as they were.
 HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}
+
+
+WORKSPACE_ENV = "GRPO_LAB_WORKSPACE"
+
+
+def workspace() -> Path:
+    """Where a user's runs, reports, caches and stores go: `$GRPO_LAB_WORKSPACE`, else `grpo_workspace`
+    in the working directory. Layout: mlflow.db, optuna.db, runs/, cache/sft/, reports/."""
+    return Path(os.environ.get(WORKSPACE_ENV) or "grpo_workspace")
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else the workspace's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{workspace() / 'mlflow.db'}"
+
+
+def artifact_location(uri: str):
+    """Where a new experiment of a local SQLite store keeps its artifacts: a folder beside the database
+    (MLflow's default, ./mlruns, would land in whatever directory the command ran from). None for a
+    server, which decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
 
 
 def is_result_key(key: str, not_result: tuple[str, ...] = NOT_RESULT_KEYS) -> bool:

@@ -1,9 +1,10 @@
 """`grpo-lab demo`: SFT warm start, GRPO on the chain task with a before/after table, then a small
 DeepSeekMath Fig. 5 (RFT, online RFT, GRPO outcome, GRPO process; 2 seeds) and its report.
 
-Everything lands in the working directory: the MLflow store (`mlflow.db`), the cached warm start
-(`.grpo_lab/sft/`), the runs' checkpoints and the Fig. 5 report (`runs/`). A second demo reuses
-the warm start and the finished Fig. 5 runs (the grid runner skips what MLflow holds).
+Everything lands in the workspace (`grpo_workspace/` in the working directory, or
+`$GRPO_LAB_WORKSPACE`): the MLflow store (`mlflow.db`), the cached warm start (`cache/sft/`), the
+runs' checkpoints (`runs/`) and the Fig. 5 report (`reports/`). A second demo reuses the warm start
+and the finished Fig. 5 runs (the grid runner skips what MLflow holds).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from grpo_lab.config import Config, from_dict
+from grpo_lab.conventions import workspace
 
 DEMO = {
     "name": "demo",
@@ -59,14 +61,16 @@ def demo(*, progress: bool = True, fig5: bool = True) -> None:
     uri = config.tracking.resolved_uri
     if fig5:
         demo_fig5(config, progress=progress)
-    print(f"\nMLflow: experiment '{config.tracking.experiment}' in {uri}\n"
-          f"  mlflow ui --backend-store-uri {uri}    # then open http://127.0.0.1:5000\n"
+    print(f"\nEverything is in {workspace()}/ (runs/, cache/, reports/). MLflow: experiment "
+          f"'{config.tracking.experiment}' in {uri}\n"
+          f"next: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000), or train the full run: "
+          f"grpo-lab train experiments/grpo_chain.yaml\n"
           f"demo: {time.time() - start:.0f} s")
 
 
-def demo_fig5(base: Config, *, progress: bool = False, out_dir: str | Path = "runs") -> Path:
+def demo_fig5(base: Config, *, progress: bool = False, out_dir: str | Path | None = None) -> Path:
     """DeepSeekMath Fig. 5 at demo scale on `base` (the demo's config): 4 arms x 2 seeds, then the
-    report in `out_dir/deepseekmath_fig5_demo/README.md`."""
+    report in `out_dir/deepseekmath_fig5_demo/README.md` (default: the workspace's reports/)."""
     from grpo_lab.analysis.report import claim_from_dict, write_report
     from grpo_lab.experiments import expand, run_grid
 

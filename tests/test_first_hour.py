@@ -99,3 +99,48 @@ def test_a_run_prints_steps_and_evaluations_without_lightning_noise(tiny_config,
     assert "sft step 20/20 | loss" in err and "grpo step 2/2 | reward" in err
     assert "eval at step 0: accuracy" in err and "eval at step 2: accuracy" in err
     assert "Epoch" not in err and "v_num" not in err
+
+
+def test_outputs_land_in_one_workspace(tmp_path, monkeypatch, capsys):
+    """With no paths in the config, the store, checkpoints, warm start and report all go under the
+    workspace, and each command says where and what to run next."""
+    import copy
+
+    from conftest import TINY
+    from grpo_lab.cli import main
+    from grpo_lab.config import from_dict
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("GRPO_LAB_WORKSPACE", str(tmp_path / "ws"))
+    config = from_dict({**copy.deepcopy(TINY), "train": {**TINY["train"], "steps": 2}})
+    assert config.train.out_dir is None and config.sft.cache_dir is None and config.tracking.uri is None
+    path = tmp_path / "c.yaml"
+    path.write_text(config.to_yaml())
+    assert main(["train", str(path), "--no-progress", "--set", "optim.lr=2e-3", "--set", "seed=1"]) == 0
+    out = capsys.readouterr().out
+    ws = tmp_path / "ws"
+    assert (ws / "mlflow.db").exists() and any((ws / "cache" / "sft").iterdir())
+    run_dirs = list((ws / "runs").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "final.ckpt").exists()
+    assert run_dirs[0].name.startswith("tiny-grpo-optim.lr=2e-3-s1-")  # the name shows the override
+    assert f"sqlite:///{ws / 'mlflow.db'}" in out and "next: mlflow ui --backend-store-uri" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "ws"]  # nothing else in the working dir
+
+
+def test_report_finds_the_grid_file_its_runs_came_from(tiny_config, tmp_path, capsys, monkeypatch):
+    from grpo_lab.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no experiments/ here: the file is found through the runs' tag
+    base = tmp_path / "base.yaml"
+    base.write_text(tiny_config(**{"train.steps": 1, "train.eval_every": 1}).to_yaml())
+    grid_dir = tmp_path / "my_grids"
+    grid_dir.mkdir()
+    (grid_dir / "g.yaml").write_text("name: g\nbase: ../base.yaml\nfactors: {optim.lr: [0.001, 0.002]}\n"
+                                     "seeds: 2\nmetric: eval/greedy_accuracy\nclaims: ['optim.lr=0.002>optim.lr=0.001']\n")
+    assert main(["grid", str(grid_dir / "g.yaml"), "--no-progress"]) == 0
+    assert "next: grpo-lab report g" in capsys.readouterr().out
+    uri = tiny_config().tracking.resolved_uri
+    assert main(["report", "g", "--tracking-uri", uri, "--out", str(tmp_path / "reports"), "--resamples", "100"]) == 0
+    text = (tmp_path / "reports" / "g" / "README.md").read_text()
+    assert "eval/greedy_accuracy" in text and "optim.lr=0.002" in text  # the file's metric and claim

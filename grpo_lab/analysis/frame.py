@@ -17,14 +17,15 @@ The MLflow conventions it relies on are those of the training side: tags ``grpo_
 from __future__ import annotations
 
 import json
-import os
 from typing import Iterable, Sequence
 
 import pandas as pd
 
-from grpo_lab.conventions import ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, GRID_TAG, SFT_HASH_TAG, STATUS_TAG  # noqa: F401
+from grpo_lab.conventions import default_tracking_uri  # noqa: E402
+from grpo_lab.conventions import (  # noqa: F401
+    ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, GRID_FILE_TAG, GRID_TAG, SFT_HASH_TAG, STATUS_TAG,
+)
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
 PARAM_PREFIX = "param:"
 FACTOR_PREFIX = "factor:"
@@ -33,8 +34,8 @@ BUDGET_METRICS = ("budget/samples", "budget/tokens", "budget/updates", "budget/p
 
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The argument, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db`` here."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The argument, else ``$MLFLOW_TRACKING_URI``, else the workspace's store (grpo_lab.conventions)."""
+    return tracking_uri or default_tracking_uri()
 
 
 def _search_all(client, experiment_ids: list[str], filter_string: str) -> list:
@@ -47,6 +48,25 @@ def _search_all(client, experiment_ids: list[str], filter_string: str) -> list:
         token = page.token
         if not token:
             return runs
+
+
+def grid_file_of(grid: str, tracking_uri: str | None = None):
+    """The grid file a grid's runs were started from (their ``grpo_lab.grid_file`` tag), if it still
+    exists; None otherwise."""
+    from pathlib import Path
+
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(resolve_tracking_uri(tracking_uri))
+    escaped = grid.replace("'", "\\'")
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return None
+    for run in client.search_runs(experiment_ids, f"tags.\"{GRID_TAG}\" = '{escaped}'", max_results=50):
+        path = run.data.tags.get(GRID_FILE_TAG)
+        if path and Path(path).is_file():
+            return Path(path)
+    return None
 
 
 def _find_runs(client, experiment_or_grid: str, include_unfinished: bool) -> list:

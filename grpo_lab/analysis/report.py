@@ -24,7 +24,8 @@ from grpo_lab.analysis.claims import (  # noqa: F401
     DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Analysis, Claim, ClaimResult, ReportError, analyse,
     claim_from_dict, compare, decide, parse_claim, resolve_arm,
 )
-from grpo_lab.analysis.frame import load_runs, resolve_tracking_uri
+from grpo_lab.analysis.frame import grid_file_of, load_runs, resolve_tracking_uri
+from grpo_lab.conventions import workspace
 from grpo_lab.analysis.text import (
     arm_cells, arm_header, estimate_with_ci, few_seeds_warning, format_arm_table,
     format_claims_table, markdown_table, number, point, pvalue,
@@ -266,7 +267,7 @@ def write_report(
     *,
     claims: Sequence[Claim],
     metric: str = "eval/accuracy",
-    out_dir: str | Path = "results",
+    out_dir: str | Path | None = None,
     tracking_uri: str | None = None,
     command: str | None = None,
     baseline: str | None = None,
@@ -301,7 +302,8 @@ def write_report(
     analysis = analyse(frame, claims, metric=metric, baseline=baseline,
                        higher_is_better=higher_is_better, paired=paired, factors=factors,
                        alpha=alpha, confidence=confidence, n_resamples=n_resamples, seed=seed)
-    folder = Path(out_dir) / name
+    out_dir = Path(out_dir) if out_dir is not None else workspace() / "reports"
+    folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     drawn: dict[str, dict[str, str]] = {}
     curves_drawn: set[str] = set()
@@ -374,7 +376,7 @@ def report_grid(
     baseline: str | None = None,
     lower_is_better: bool = False,
     tracking_uri: str | None = None,
-    out_dir: str | Path = "results",
+    out_dir: str | Path | None = None,
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     experiments_dir: str | Path = "experiments",
     command: str | None = None,
@@ -382,7 +384,8 @@ def report_grid(
     """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/`` (a ``Report``,
     as ``write_report`` returns).
 
-    Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists) for the grid's
+    Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists, else the file the
+    grid's runs were started from, their ``grpo_lab.grid_file`` tag) for the grid's
     ``name`` (the ``grpo_lab.grid`` tag), its ``metric``, ``higher_is_better``, ``baseline``,
     the keys of its ``factors`` and its ``claims`` (a list of ``"better>worse"`` strings or
     mappings, see ``claim_from_dict``). ``metric``, ``claims`` (``"better>worse"`` or
@@ -392,6 +395,8 @@ def report_grid(
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
         raise ReportError(f"no MLflow store at {uri}; run the grid first or pass --tracking-uri")
     path = Path(grid_file) if grid_file is not None else Path(experiments_dir) / f"{name}.yaml"
+    if grid_file is None and not path.exists():  # the file the grid's runs were started from
+        path = grid_file_of(name, uri) or path
     spec = load_grid_spec(path) if grid_file is not None or path.exists() else {}
     grid = str(spec.get("name", name))
     asked_metric = metric
@@ -420,7 +425,7 @@ def report_grid(
             parts.append("--lower-is-better")
         if tracking_uri:
             parts += ["--tracking-uri", tracking_uri]
-        if str(out_dir) != "results":
+        if out_dir is not None:
             parts += ["--out", str(out_dir)]
         if n_resamples != estimators.DEFAULT_RESAMPLES:
             parts += ["--resamples", str(n_resamples)]

@@ -3,10 +3,10 @@ help text is its metadata (`knob`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional
 
+from grpo_lab.conventions import default_tracking_uri, workspace
 from grpo_lab.config.fields import (
     ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
 )
@@ -79,13 +79,18 @@ class SFTConfig:
     weight_decay: float = knob(0.0, "AdamW weight decay of the warm start")
     grad_clip: float = knob(1.0, "max gradient norm of the warm start; 0 disables")
     seed: int = knob(0, "the warm start's own seed: every RL seed of a grid shares one checkpoint")
-    cache_dir: str = knob(".grpo_lab/sft", "warm starts are cached here by the hash of their config")
+    cache_dir: Optional[str] = knob(None, "warm starts are cached here by the hash of their config; None = "
+                                          "<workspace>/cache/sft")
 
     def __post_init__(self):
         _positive("sft.steps", self.steps, zero_ok=True)
         _positive("sft.lr", self.lr)
         _positive("sft.batch_size", self.batch_size)
         _positive("sft.warmup_steps", self.warmup_steps, zero_ok=True)
+
+    @property
+    def resolved_cache_dir(self) -> str:
+        return self.cache_dir or str(workspace() / "cache" / "sft")
 
 
 @dataclass(frozen=True)
@@ -270,7 +275,8 @@ class TrainConfig:
     eval_samples: int = knob(8, "k: samples per prompt for pass@k / maj@k")
     eval_temperature: float = knob(1.0, "temperature of the sampled evaluation")
     checkpoint_every: int = knob(0, "save a resumable checkpoint every this many steps; 0 = only at the end")
-    out_dir: str = knob("runs", "checkpoints and config copies go under out_dir/<run name>")
+    out_dir: Optional[str] = knob(None, "checkpoints and config copies go under out_dir/<run name>; None = "
+                                        "<workspace>/runs")
     device: str = knob("auto", "auto | cpu | cuda")
     threads: int = knob(0, "torch CPU threads; 0 keeps torch's default")
     strategy: str = knob("auto",
@@ -291,6 +297,10 @@ class TrainConfig:
         _positive("train.devices", self.devices)
         _positive("train.num_nodes", self.num_nodes)
         _choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+
+    @property
+    def resolved_out_dir(self) -> str:
+        return self.out_dir or str(workspace() / "runs")
 
     @property
     def world_size(self) -> int:
@@ -328,12 +338,13 @@ class DPOConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    uri: Optional[str] = knob(None, "MLflow tracking URI; None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    uri: Optional[str] = knob(None, "MLflow tracking URI; None = $MLFLOW_TRACKING_URI or the workspace's "
+                                    "sqlite:///<workspace>/mlflow.db")
     experiment: str = knob("grpo_lab", "MLflow experiment name")
     run_name: Optional[str] = knob(None, "None = <name>-<method>-s<seed>")
 
     @property
     def resolved_uri(self) -> str:
-        return self.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        return self.uri or default_tracking_uri()
 
 

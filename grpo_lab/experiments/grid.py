@@ -34,7 +34,7 @@ from typing import Any, Callable, Optional
 
 from grpo_lab.config import Config, ConfigError, with_overrides
 from grpo_lab.conventions import (
-    ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, FINISHED, GRID_TAG, KILLED, RUNNING, STATUS_TAG, client,
+    ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, FINISHED, GRID_FILE_TAG, GRID_TAG, KILLED, RUNNING, STATUS_TAG, client,
 )
 from grpo_lab.specs import SpecError, base_config, dotted, read_spec, seeds_of
 
@@ -57,8 +57,9 @@ class GridRun:
     def config_hash(self) -> str:
         return self.config.config_hash()
 
-    def tags(self, grid: str) -> dict:
-        return {GRID_TAG: grid, ARM_TAG: self.arm, FACTORS_TAG: json.dumps(self.factors)}
+    def tags(self, grid: str, grid_file: Optional[Path] = None) -> dict:
+        tags = {GRID_TAG: grid, ARM_TAG: self.arm, FACTORS_TAG: json.dumps(self.factors)}
+        return {**tags, GRID_FILE_TAG: str(grid_file.resolve())} if grid_file is not None else tags
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Grid:
     name: str
     runs: list[GridRun]
     budget: str = "fixed"
+    path: Optional[Path] = None  # the grid file, when the grid came from one
 
 
 @dataclass
@@ -97,7 +99,9 @@ def load_grid(path: str | Path) -> Grid:
     """Reads and expands a grid file, checking that its arms are comparable."""
     path = Path(path)
     spec = read_spec(path, kind="grid", example="experiments/grid_example.yaml")
-    return expand(spec, folder=path.parent, default_name=path.stem, where=str(path))
+    grid = expand(spec, folder=path.parent, default_name=path.stem, where=str(path))
+    grid.path = path
+    return grid
 
 
 def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", where: str = "grid") -> Grid:
@@ -283,7 +287,8 @@ def run_grid(grid: Grid, *, jobs: int = 1, progress: bool = False,
             echo(f"[{n}/{len(todo)}] {p.run.arm} seed {p.run.seed}: {shown} (MLflow run {out['run_id']})")
 
     def job(p: PlannedRun) -> tuple:  # each worker takes its share of the cores (runs/threads.py)
-        return (p.run.config.to_dict(), p.run.tags(grid.name), str(p.resume_from) if p.resume_from else None, False)
+        return (p.run.config.to_dict(), p.run.tags(grid.name, grid.path), str(p.resume_from) if p.resume_from else None,
+                False)
 
     if jobs <= 1:
         for p in todo:

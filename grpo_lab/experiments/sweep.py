@@ -13,7 +13,7 @@ A sweep file (YAML):
     objective: {metric: eval/accuracy, direction: maximize}   # the final evaluation, averaged over seeds
     seeds: [0]                        # or a count
     n_trials: 20                      # the study's total: running the command again continues up to it
-    storage: sqlite:///optuna.db      # any SQLAlchemy URL, e.g. postgresql://user:pw@host/db for many machines
+    storage: sqlite:///optuna.db      # any SQLAlchemy URL (default: the workspace's optuna.db), e.g. postgresql://...
     sampler: tpe                      # tpe | random | grid, or {name: tpe, seed: 0, n_startup_trials: 5}
     pruner: median                    # median | hyperband | none, or {name: median, n_warmup_steps: 1}
 
@@ -37,11 +37,17 @@ import lightning as L
 
 from grpo_lab.config import Config, ConfigError, with_overrides
 from grpo_lab.conventions import (
-    ERROR_TAG, FAILED, PARENT_TAG, PRUNED, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, client, redact,
+    ERROR_TAG, FAILED, PARENT_TAG, PRUNED, STATUS_TAG, SWEEP_TAG, TRIAL_TAG, artifact_location, client, redact,
+    workspace,
 )
 from grpo_lab.specs import SpecError, base_config, dotted, read_spec, seeds_of
 
 SWEEP_KEYS = ("study", "base", "set", "space", "objective", "seeds", "n_trials", "storage", "sampler", "pruner")
+
+
+def default_storage() -> str:
+    """The workspace's SQLite Optuna store."""
+    return f"sqlite:///{workspace() / 'optuna.db'}"
 
 
 class SweepError(SpecError):
@@ -128,7 +134,7 @@ def load_sweep(path: str | Path, *, storage: Optional[str] = None, n_trials: Opt
                 raise SweepError(f"{where}: the grid sampler needs space.{key} to be categorical or to have a step")
     return Sweep(name=str(spec.get("study") or path.stem), base=base, space=space, metric=metric,
                  direction=direction, seeds=seeds, n_trials=trials,
-                 storage=storage or spec.get("storage") or "sqlite:///optuna.db", sampler=sampler, pruner=pruner)
+                 storage=storage or spec.get("storage") or default_storage(), sampler=sampler, pruner=pruner)
 
 
 # ----- Optuna pieces -----------------------------------------------------------------------------
@@ -187,6 +193,8 @@ def suggest(trial, key: str, spec: dict) -> Any:
 def open_study(sweep: Sweep):
     import optuna
 
+    if sweep.storage.startswith("sqlite:///"):  # a local file: its folder may not exist yet
+        Path(sweep.storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():  # the heartbeat (which fails trials of killed processes) is "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
@@ -207,9 +215,9 @@ def _client(config: Config):
     return client(config.tracking.resolved_uri)
 
 
-def _experiment_id(store, name: str) -> str:
+def _experiment_id(store, name: str, uri: str) -> str:
     exp = store.get_experiment_by_name(name)
-    return exp.experiment_id if exp is not None else store.create_experiment(name)
+    return exp.experiment_id if exp is not None else store.create_experiment(name, artifact_location(uri))
 
 
 def parent_run(sweep: Sweep, study) -> str:
@@ -217,7 +225,7 @@ def parent_run(sweep: Sweep, study) -> str:
     from grpo_lab.runs import tracking
 
     config = sweep.base
-    tracking.check_writable(config.tracking.resolved_uri, config.train.out_dir, config.sft.cache_dir)
+    tracking.check_writable(config.tracking.resolved_uri, config.train.resolved_out_dir, config.sft.resolved_cache_dir)
     store = _client(config)
     run_id = study.user_attrs.get("mlflow_parent_run_id")
     if run_id is not None:
@@ -227,10 +235,11 @@ def parent_run(sweep: Sweep, study) -> str:
             return run_id
         except Exception:  # another tracking store than the study's first run used
             pass
-    created = store.create_run(_experiment_id(store, config.tracking.experiment), run_name=f"sweep-{sweep.name}",
-                                tags={SWEEP_TAG: sweep.name, "grpo_lab.role": "study",
-                                      "grpo_lab.storage": redact(sweep.storage), "grpo_lab.metric": sweep.metric,
-                                      "grpo_lab.direction": sweep.direction})
+    experiment = _experiment_id(store, config.tracking.experiment, config.tracking.resolved_uri)
+    created = store.create_run(experiment, run_name=f"sweep-{sweep.name}",
+                               tags={SWEEP_TAG: sweep.name, "grpo_lab.role": "study",
+                                     "grpo_lab.storage": redact(sweep.storage), "grpo_lab.metric": sweep.metric,
+                                     "grpo_lab.direction": sweep.direction})
     study.set_user_attr("mlflow_parent_run_id", created.info.run_id)
     return created.info.run_id
 
@@ -286,7 +295,7 @@ def objective_fn(sweep: Sweep, parent_id: str, *, progress: bool = False) -> Cal
             reason = f"{type(exc).__name__}: {message}"[:5000]
             trial.set_user_attr("error", reason)
             if probe.run_id is None:  # it failed before training started: still one MLflow run says why
-                failed = store.create_run(_experiment_id(store, sweep.base.tracking.experiment),
+                failed = store.create_run(_experiment_id(store, sweep.base.tracking.experiment, sweep.base.tracking.resolved_uri),
                                           run_name=f"{sweep.name}-t{trial.number:03d}",
                                           tags={**tags, STATUS_TAG: FAILED, ERROR_TAG: reason})
                 store.set_terminated(failed.info.run_id, "FAILED")

@@ -7,7 +7,7 @@ method state such as a replay buffer) plus what this callback adds: the global R
 torch, numpy and Python and the MLflow run id, so a resumed run continues the same MLflow run.
 The data order needs nothing: the prompts of step s are a pure function of (seed, s).
 
-Files, in the run folder `train.out_dir/<run name>-<config hash>/checkpoints/`:
+Files, in the run folder `train.out_dir/<run name>-<config hash>/checkpoints/` (out_dir: the workspace's runs/):
 `step-000012.ckpt` (the last `KEEP` are kept) and `last.ckpt`, a hard link to the newest. Each is
 written to a temporary name and renamed, so a process killed mid-write leaves no torn file.
 
@@ -89,7 +89,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
 def run_dir(config) -> Path:
     """Where a run's checkpoints, final weights and config copy go."""
-    return Path(config.train.out_dir) / f"{config.run_name}-{config.config_hash()}"
+    return Path(config.train.resolved_out_dir) / f"{config.run_name}-{config.config_hash()}"
 
 
 def checkpoint_dir(config) -> Path:

@@ -45,7 +45,7 @@ class StepProgress(L.Callback):
         self.stream.flush()
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.start = time.monotonic()
+        self.start = self.last_line = time.monotonic()
         self.done_before = getattr(pl_module, "step_count", trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from grpo_lab.errors import GrpoLabError
 
 from grpo_lab.conventions import (
+    artifact_location,
     CHECKPOINT_TAG, CONFIG_HASH_TAG, ERROR_TAG, FAILED, FINISHED, INTERRUPTED, METHOD_TAG, RUNNING, SFT_CHECKPOINT_TAG,
     SFT_HASH_TAG, STATUS_TAG,
 )
@@ -70,6 +71,7 @@ def make_logger(config, *, tags: dict | None = None, run_id: str | None = None):
     all_tags = {CONFIG_HASH_TAG: config.config_hash(), SFT_HASH_TAG: config.sft_hash(), METHOD_TAG: config.method,
                 STATUS_TAG: RUNNING, **(tags or {})}
     logger = MLFlowLogger(experiment_name=config.tracking.experiment, run_name=config.run_name, tracking_uri=uri,
+                          artifact_location=artifact_location(uri),
                           tags=all_tags, run_id=run_id)
     if run_id is None:
         logger.log_hyperparams(config.flatten())

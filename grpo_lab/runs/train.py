@@ -89,7 +89,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
         info = read_resume_info(resume_from)
         run_id = info["mlflow_run_id"] if run_id is None else run_id
     if log:
-        tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.cache_dir)
+        tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.resolved_cache_dir)
     task = build_task_for(config)
     policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device, share=share)
     torch.manual_seed(config.seed)

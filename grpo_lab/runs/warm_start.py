@@ -93,7 +93,7 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu", shar
     if config.sft.steps == 0:
         policy, tokenizer = build_policy(config.model, task.alphabet)
         return policy, tokenizer, None
-    root = Path(config.sft.cache_dir)
+    root = Path(config.sft.resolved_cache_dir)
     path = root / config.sft_hash()
     root.mkdir(parents=True, exist_ok=True)
     with open(root / f"{config.sft_hash()}.lock", "w") as lock:
