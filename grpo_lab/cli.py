@@ -119,7 +119,7 @@ def cmd_sweep(args) -> int:
 def cmd_demo(args) -> int:
     from grpo_lab.demo import demo
 
-    demo(progress=not args.no_progress)
+    demo(progress=not args.no_progress, overrides=args.set)
     return 0
 
 
@@ -185,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the demo's config, e.g. --set train.threads=1 (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 

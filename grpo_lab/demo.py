@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from grpo_lab.config import Config, from_dict
+from grpo_lab.config import Config
 from grpo_lab.conventions import workspace
 
 DEMO = {
@@ -48,11 +48,15 @@ FIG5_DEMO = {
 }
 
 
-def demo(*, progress: bool = True, fig5: bool = True) -> None:
+def demo(*, progress: bool = True, fig5: bool = True, overrides: list[str] | None = None) -> None:
+    """The demo's GRPO run on `DEMO` (with `overrides`, `--set key=value`), then the small Fig. 5."""
+    from grpo_lab.config import load_config
+    from grpo_lab.methods import check_config
     from grpo_lab.runs import run
 
     start = time.time()
-    config = from_dict(DEMO)
+    config = load_config(None, overrides, base=DEMO)
+    check_config(config)
     print(f"grpo_lab demo: SFT warm start ({config.sft.steps} steps, reused by later runs), then GRPO for {config.train.steps} "
           f"steps of {config.rollout.prompts_per_step} prompts x {config.rollout.group_size} samples on the chain task")
     result = run(config, progress=progress)

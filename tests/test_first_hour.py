@@ -144,3 +144,23 @@ def test_report_finds_the_grid_file_its_runs_came_from(tiny_config, tmp_path, ca
     assert main(["report", "g", "--tracking-uri", uri, "--out", str(tmp_path / "reports"), "--resamples", "100"]) == 0
     text = (tmp_path / "reports" / "g" / "README.md").read_text()
     assert "eval/greedy_accuracy" in text and "optim.lr=0.002" in text  # the file's metric and claim
+
+
+def test_the_demo_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
+    from grpo_lab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("GRPO_LAB_WORKSPACE", str(tmp_path / "ws"))
+    tiny = ["model.hidden_size=32", "model.num_layers=1", "model.num_heads=2", "model.intermediate_size=64",
+            "sft.steps=60", "sft.lr=1e-2", "train.steps=2", "train.eval_prompts=16", "rollout.prompts_per_step=4",
+            "rollout.group_size=4", "task.max_terms=3", "task.min_terms=2", "task.train_size=400", "task.eval_size=64"]
+    assert main(["demo", "--no-progress", *[a for kv in tiny for a in ("--set", kv)]]) == 0
+    out = capsys.readouterr().out
+    assert "| eval/accuracy |" in out  # the before/after table
+    claims = out.split("Claims (Holm-corrected tests over the seeds):", 1)[1]
+    assert "claim" in claims.splitlines()[1].lower() or "claim" in claims.splitlines()[2].lower()  # a header row
+    assert "Online RFT beats RFT" in claims
+    report = tmp_path / "ws" / "reports" / "deepseekmath_fig5_demo" / "README.md"
+    assert report.exists() and f"report and plots: {report}" in out
+    assert "Everything is in" in out and "next: mlflow ui" in out
