@@ -128,7 +128,7 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
 
     from grpo_lab.engine import module_class
     from grpo_lab.models import build_policy
-    from grpo_lab.runs.train import build_task_for, resolve_device
+    from grpo_lab.runs.train import build_task_for, resolve_device, strategy_for
 
     device = resolve_device(config.train.device)
     steps = config.train.steps - warmup - 1
@@ -143,7 +143,7 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
     # limit_train_batches, not max_steps: max_steps counts optimizer steps, and PPO makes two per RL step
     trainer = L.Trainer(
         max_epochs=1, limit_train_batches=warmup + steps, accelerator=device, devices=config.train.devices,
-        strategy=config.train.strategy, logger=False,
+        strategy=strategy_for(config, module), logger=False,
         enable_checkpointing=False,
         callbacks=[_timer_callback(clock)], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
         limit_val_batches=0, precision="32-true",

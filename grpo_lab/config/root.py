@@ -61,6 +61,9 @@ class Config:
         _check(not (off.axes == ("proximal", "token", "none") and self.loss.level == "sequence"),
                "offpolicy.correction decoupled (AReaL) weighs tokens by pi_prox/pi_behav and clips the token ratio; "
                "it cannot run with loss.level: sequence, use offpolicy.correction: sequence_tis instead")
+        _check(off.replay % self.train.world_size == 0,
+               f"offpolicy.replay={off.replay} does not split over the {self.train.world_size} processes of "
+               "train.devices x train.num_nodes (each replays its share); choose a multiple")
         _check(((ro.prompts_per_step + off.replay) * ro.group_size) % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the batch of (prompts_per_step + "
                f"offpolicy.replay) x group_size = {(ro.prompts_per_step + off.replay) * ro.group_size}; choose a divisor")

@@ -131,10 +131,22 @@ def gae(
         next_advantage = torch.where(keep, advantage_t, next_advantage)
     returns = masked_fill_zero(advantages + values, mask)
     if whiten:
-        mean = masked_mean(advantages, mask)
-        var = masked_fill_zero((advantages - mean) ** 2, mask).sum() / (mask.sum() - 1).clamp(min=1.0)
-        advantages = masked_fill_zero((advantages - mean) * torch.rsqrt(var + 1e-8), mask)
+        advantages = whitened(advantages, mask)
     return GAEResult(advantages, returns)
+
+
+def whitened(values: torch.Tensor, mask: torch.Tensor, *, mean: torch.Tensor | None = None,
+             var: torch.Tensor | None = None) -> torch.Tensor:
+    """``(x - mean) / sqrt(var + 1e-8)`` on the masked entries, 0 elsewhere; (B, T) -> (B, T).
+
+    ``mean`` and ``var`` (unbiased, over the masked entries) default to those of ``values``; pass
+    them when the batch is split over processes and they are the whole batch's.
+    """
+    if mean is None:
+        mean = masked_mean(values, mask)
+    if var is None:
+        var = masked_fill_zero((values - mean) ** 2, mask).sum() / (mask.sum() - 1).clamp(min=1.0)
+    return masked_fill_zero((values - mean) * torch.rsqrt(var + 1e-8), mask)
 
 
 def process_supervised(

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 
 from grpo_lab.config import ConfigError
+from grpo_lab.engine.collective import Collective
 from grpo_lab.engine.evaluate import evaluate
 from grpo_lab.engine.updates import UpdateLoop
 from grpo_lab.errors import TrainingError
@@ -107,6 +108,24 @@ class Engine(UpdateLoop, L.LightningModule):
         trainer = self._trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    @property
+    def collective(self) -> Collective:
+        """Whole-step statistics over the processes of a step (engine/collective.py)."""
+        rank, world = self.shard()
+        return Collective(self.trainer.strategy if world > 1 else None, rank, world, self.device)
+
+    def slice_of(self, examples: list) -> list:
+        """This process's contiguous slice of a step's prompts (a `StepPrompts`), or all of them."""
+        rank, world = self.shard()
+        if world == 1:
+            return examples
+        count = len(examples)
+        if count % world:
+            raise TrainingError(f"{count} prompts per step do not split over {world} processes; "
+                                "make rollout.prompts_per_step a multiple of train.devices x train.num_nodes")
+        per = count // world
+        return StepPrompts(examples[rank * per:(rank + 1) * per], offset=rank * per, total=count)
+
     def prompts_for_step(self, step: int, count: Optional[int] = None) -> list:
         """The prompts of RL step `step`: epochs over the training set, each shuffled by (seed, epoch).
 
@@ -122,14 +141,7 @@ class Engine(UpdateLoop, L.LightningModule):
             order = torch.randperm(n, generator=generator(self.config.seed, Stream.DATA_ORDER, epoch))
             take = min(count - len(out), n - offset)
             out.extend(self.train_examples[i] for i in order[offset: offset + take].tolist())
-        rank, world = self.shard()
-        if world == 1:
-            return out
-        if count % world:
-            raise TrainingError(f"{count} prompts per step do not split over {world} processes; "
-                                "make rollout.prompts_per_step a multiple of train.devices x train.num_nodes")
-        per = count // world
-        return StepPrompts(out[rank * per:(rank + 1) * per], offset=rank * per, total=count)
+        return self.slice_of(out)
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(StepIndices(self, self.config.train.steps), batch_size=None)
@@ -183,7 +195,7 @@ class Engine(UpdateLoop, L.LightningModule):
     def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
         return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
                               rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
-                              with_entropy=with_entropy)
+                              top_p=self.config.rollout.top_p, with_entropy=with_entropy)
 
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
         return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
@@ -226,16 +238,28 @@ class Engine(UpdateLoop, L.LightningModule):
     def prepare(self, batch: Batch, metrics: dict) -> Optional[Batch]:
         """The advantage stage, then each objective's preparation; None when no row is left to train on."""
         if self.estimator is not None:
-            estimate = self.estimator(self, batch)
+            estimate = self.estimate(batch)
             metrics.update(estimate.metrics)
             batch.advantages = estimate.advantages
             if estimate.keep is not None:
-                if estimate.keep.numel() == 0:
+                kept = float(estimate.keep.numel())
+                if self.shard()[1] > 1:  # every process decides alike: skip only when none has a row
+                    kept = float(self.collective.sum(torch.tensor(kept)))
+                if kept == 0:
                     return None
                 batch = batch.select(estimate.keep)
         for objective in self.objectives:
             metrics.update(objective.prepare(self, batch))
         return batch
+
+    def estimate(self, batch: Batch):
+        """The recipe's advantages of `batch`; an estimator that reads only rewards sees the whole
+        step's when the step is split over processes, and this process keeps its rows."""
+        if self.shard()[1] == 1 or not getattr(self.estimator, "whole_batch", False):
+            return self.estimator(self, batch)
+        rewards, start = self.collective.rows(batch.rewards)
+        estimate = self.estimator(self, Batch(batch.rollout, rewards=rewards))
+        return estimate._replace(advantages=estimate.advantages[start: start + batch.rows])
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}

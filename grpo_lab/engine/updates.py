@@ -8,6 +8,7 @@ their tokens), so the accumulated gradient is the minibatch's.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -42,11 +43,14 @@ class UpdateLoop:
     """The part of the engine that turns a prepared batch into optimizer updates."""
 
     def minibatches(self, units: int) -> Iterator[torch.Tensor]:
-        """mu epochs of a fresh permutation each, split into the configured number of minibatches."""
+        """mu epochs of a fresh permutation each, split into the configured number of minibatches
+        (exactly that many when the step is split over processes, some maybe empty, so that every
+        process makes as many updates)."""
         optim = self.config.optim
+        split = self.shard()[1] > 1
         for _ in range(optim.epochs):
             order = torch.randperm(units, generator=self.update_generator)
-            yield from order.chunk(optim.minibatches)
+            yield from order.tensor_split(optim.minibatches) if split else order.chunk(optim.minibatches)
 
     def micro_batches(self, rows: torch.Tensor, mask: Optional[torch.Tensor] = None) -> list:
         """The minibatch `rows` as (chunk, weight) pairs: chunks of at most `optim.micro_batch_size` rows
@@ -57,29 +61,48 @@ class UpdateLoop:
         if size <= 0 or len(rows) <= size:
             return [(rows, 1.0)]
         parts = rows.sort().values.split(size)
-        if mask is not None and self.config.loss.aggregation == "token_mean":
+        if self.by_tokens(mask):
             counts = [float(mask[part].sum()) for part in parts]
             total = max(sum(counts), 1.0)
             return [(part, count / total) for part, count in zip(parts, counts)]
         return [(part, len(part) / len(rows)) for part in parts]
 
+    def by_tokens(self, mask: Optional[torch.Tensor]) -> bool:
+        """Whether shares of the loss are counted in tokens (token_mean) rather than rows."""
+        return mask is not None and self.config.loss.aggregation == "token_mean"
+
+    def global_share(self, rows: torch.Tensor, mask: Optional[torch.Tensor]) -> float:
+        """This process's share of the whole minibatch's loss (its tokens of `mask`, or its rows, over
+        every process's), times the number of processes, whose gradients DDP averages: 1 with one
+        process, and with several the update is the one a single process makes on the whole minibatch."""
+        world = self.shard()[1]
+        if world == 1:
+            return 1.0
+        local = float(mask[rows].sum()) if mask is not None else float(len(rows))
+        total = float(self.collective.sum(torch.tensor(local, dtype=torch.float64)))
+        return local / total * world if total > 0 else 0.0
+
     def accumulate(self, rows: torch.Tensor, loss_of: Callable, metrics: dict, mask: Optional[torch.Tensor],
-                   reductions: dict) -> Iterator[torch.Tensor]:
+                   reductions: dict, model: str = "policy") -> Iterator[torch.Tensor]:
         """Yield the weighted loss of each micro-batch of `rows`, built only when asked for (each
         chunk's graph is freed by its backward before the next is built); `loss_of(chunk)` returns
         (loss, float metrics), merged into `metrics` as the whole minibatch's would be."""
         chunks = self.micro_batches(rows, mask)
+        share = self.global_share(rows, mask if self.by_tokens(mask) else None)
+        if len(rows) == 0:  # this process holds none of the minibatch, the others do: a zero gradient
+            yield sum((p * 0.0).sum() for p in self.trained_parameters(model))
+            return
         if len(chunks) == 1:
             loss, part_metrics = loss_of(rows)
             metrics.update(part_metrics)
-            yield loss
+            yield loss if share == 1.0 else loss * share
             return
         tokens = [float(mask[part].sum()) for part, _ in chunks] if mask is not None else [w for _, w in chunks]
         total = max(sum(tokens), 1e-12)
         merged = False
         for i, ((part, weight), count) in enumerate(zip(chunks, tokens)):
             loss, part_metrics = loss_of(part)
-            yield loss * weight
+            yield loss * weight if share == 1.0 else loss * (weight * share)
             if count == 0 and (merged or i < len(chunks) - 1):
                 continue  # no token of the minibatch's loss: nothing to average (its loss is 0)
             merged = True
@@ -97,7 +120,8 @@ class UpdateLoop:
                 if waiting and objective.model == "policy":
                     continue
                 loss_of = lambda part, o=objective: o.loss(self, batch, part)  # noqa: E731
-                losses = self.accumulate(rows, loss_of, metrics, objective.token_mask(batch), objective.reductions)
+                losses = self.accumulate(rows, loss_of, metrics, objective.token_mask(batch), objective.reductions,
+                                         objective.model)
                 metrics.update(self.update(losses, objective))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -106,26 +130,54 @@ class UpdateLoop:
 
     def update(self, loss, objective) -> dict:
         """One optimizer update of `objective`'s model from `loss`, a scalar tensor or an iterable of
-        scalar tensors whose sum is the loss; refuses a non-finite loss before touching the weights."""
+        scalar tensors whose sum is the loss; refuses a non-finite loss before touching the weights.
+
+        The backward passes run as the optimizer's closure, so that under a loss scaler (16-mixed)
+        the gradients are unscaled before `on_before_optimizer_step` clips them, and an overflow
+        makes the scaler skip the step instead of stopping the run."""
         prefix = objective.prefix
         if isinstance(loss, torch.Tensor):
             self.check_finite(loss, prefix)
             loss = [loss]
         optimizer, scheduler = self.optimizer_of(objective.model)
         optimizer.zero_grad(set_to_none=True)
-        for part in loss:
-            self.check_finite(part, prefix)
-            self.manual_backward(part)
-        clip = self.config.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(objective.model), clip if clip > 0 else float("inf"))
-        if not torch.isfinite(norm):
-            raise TrainingError(f"the {prefix} gradient norm is {norm.item()} at step {self.step_count}; lower optim.lr")
-        optimizer.step()
+
+        def backward() -> None:
+            for part in loss:
+                self.check_finite(part, prefix)
+                self.manual_backward(part)
+
+        self.clipping, self.grad_norm = objective, None
+        try:
+            optimizer.step(closure=backward)
+        finally:
+            self.clipping = None
         if scheduler is not None:
             scheduler.step()
-        if objective.counts_updates:
+        skipped = not math.isfinite(self.grad_norm)  # an overflow the loss scaler skipped
+        if objective.counts_updates and not skipped:
             self.budget["updates"] += 1
-        return {f"{prefix}/grad_norm": float(norm)}
+        metrics = {f"{prefix}/grad_norm": self.grad_norm}
+        if self.loss_scaler() is not None:
+            metrics[f"{prefix}/skipped_update"] = float(skipped)
+        return metrics
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Clip the gradients of the model being updated (after a loss scaler has unscaled them)."""
+        objective = getattr(self, "clipping", None)
+        if objective is None:
+            return
+        clip = self.config.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(objective.model), clip if clip > 0 else float("inf"))
+        self.grad_norm = float(norm)
+        if not torch.isfinite(norm) and self.loss_scaler() is None:
+            raise TrainingError(f"the {objective.prefix} gradient norm is {norm.item()} at step {self.step_count}; "
+                                "lower optim.lr")
+
+    def loss_scaler(self):
+        """The precision plugin's gradient scaler (16-mixed), or None."""
+        trainer = self._trainer
+        return getattr(trainer.precision_plugin, "scaler", None) if trainer is not None else None
 
     def check_finite(self, loss: torch.Tensor, prefix: str) -> None:
         if not torch.isfinite(loss):
@@ -143,7 +195,10 @@ class UpdateLoop:
         optimizers, schedulers = [], []
         for model in self.trained_models():
             if model == "policy":
-                opt = adamw(self.trained_parameters(model), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+                # a fused optimizer unscales inside its step, too late for clipping: not under a loss scaler
+                fused = self.loss_scaler() is None
+                make = adamw if fused else torch.optim.AdamW
+                opt = make(self.trained_parameters(model), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
                 if o.warmup_steps > 0:
                     warm = o.warmup_steps
                     schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, (n + 1) / warm)))

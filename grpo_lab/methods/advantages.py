@@ -38,6 +38,14 @@ def check_groups(config) -> None:
                           "prompt to compute a group baseline")
 
 
+def whole_batch(estimator):
+    """Marks an estimator that reads only `batch.rewards`, so that when a step is split over processes
+    the engine gives it the whole step's rewards (batch-level statistics stay the step's)."""
+    estimator.whole_batch = True
+    return estimator
+
+
+@whole_batch
 @ADVANTAGES.register("group", reads=("advantage.scale", "advantage.eps"), check=check_groups)
 def group(ctx, batch: Batch) -> Estimate:
     """A_i = (r_i - mean_group(r)) / std (DeepSeekMath §4.1.2); advantage.scale: group | batch | none."""
@@ -45,12 +53,14 @@ def group(ctx, batch: Batch) -> Estimate:
     return Estimate(adv_lib.group_relative(batch.rewards, ctx.config.rollout.group_size, scale=a.scale, eps=a.eps))
 
 
+@whole_batch
 @ADVANTAGES.register("rloo", check=check_groups)
 def rloo(ctx, batch: Batch) -> Estimate:
     """A_i = r_i - mean of the other G - 1 rewards of the group (Ahmadian et al. Eq. 6)."""
     return Estimate(adv_lib.rloo(batch.rewards, ctx.config.rollout.group_size))
 
 
+@whole_batch
 @ADVANTAGES.register("reinforce_pp", reads=("advantage.eps",))
 def reinforce_pp(ctx, batch: Batch) -> Estimate:
     """REINFORCE++: r_i - mean_group(r) (or the batch mean with G = 1), over the batch's std (2501.03262)."""
@@ -103,7 +113,14 @@ def gae(ctx, batch: Batch) -> Estimate:
     mask = batch.rollout.completion_mask
     rewards = token_rewards(batch.rewards, mask, kl=batch.token_kl, beta=ctx.config.loss.kl_beta)
     old_values = inference(ctx.values)(batch.rollout)
-    advantages, returns = adv_lib.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam, whiten=c.whiten)
+    split = ctx.collective.world > 1
+    advantages, returns = adv_lib.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam, whiten=c.whiten and not split)
+    if c.whiten and split:  # the whole step's mean and variance over its tokens
+        group = ctx.collective
+        count = group.sum(mask.sum().double())
+        mean = group.sum((advantages * mask).sum().double()) / count
+        var = group.sum((((advantages - mean.float()) ** 2) * mask).sum().double()) / (count - 1).clamp(min=1.0)
+        advantages = adv_lib.whitened(advantages, mask, mean=mean.float(), var=var.float())
     batch.old_values, batch.returns = old_values, returns
     return Estimate(advantages, {
         "critic/value_mean": float(masked_mean(old_values, mask)),

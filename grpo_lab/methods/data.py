@@ -106,14 +106,20 @@ class Online:
         G, P = ro.group_size, ro.prompts_per_step
         refill = self.refill if self.refill is not None and self.refill.active(ctx.config) else None
         rounds = ro.max_sampling_rounds if refill is not None else 1
+        # over several processes each samples its slice of a round; with a refill every process then
+        # holds the whole round and makes the same choice, as one process would
+        group = ctx.collective if refill is not None and ctx.shard()[1] > 1 else None
+        pad = ctx.tokenizer.pad_token_id
         drawn, kept, shaping = [], [], {}
         need, dropped, prompts = P, 0, 0
         for round_ in range(rounds):
-            examples = ctx.prompts_for_step(step) if round_ == 0 else self.extra_prompts(ctx, step, round_)
+            examples = ctx.prompts_for_step(step) if round_ == 0 else ctx.slice_of(self.extra_prompts(ctx, step, round_))
             rollout = ctx.generate(examples, group_size=G, policy=sampler)
             ctx.account(rollout, len(examples))
-            prompts += len(examples)
+            prompts += getattr(examples, "total", len(examples))
             batch, metrics = ctx.shape(ctx.score(rollout, examples, G))
+            if group is not None:
+                batch, metrics = group.batch(batch, pad), group.mean_metrics(metrics)
             for k, v in metrics.items():
                 shaping[k] = shaping.get(k, 0.0) + v
             drawn.append(batch)
@@ -121,16 +127,27 @@ class Online:
                 kept.append(batch)
                 break
             informative = refill.keep(batch, G)
-            dropped += len(examples) - len(informative)
+            dropped += batch.rows // G - len(informative)
             if len(informative):
                 kept.append(select_groups(batch, informative[:need], G))
                 need -= min(need, len(informative))
             if need == 0:
                 break
-        pad = ctx.tokenizer.pad_token_id
         stats = {"rollout/sampling_rounds": float(len(drawn)), "rollout/prompts_drawn": float(prompts),
                  "rollout/dropped_groups": float(dropped), **{k: v / len(drawn) for k, v in shaping.items()}}
-        return (concat(kept, pad) if kept else None), concat(drawn, pad), stats
+        kept = concat(kept, pad) if kept else None
+        if group is not None and kept is not None:
+            kept = self.share_of(kept, G, group.rank, group.world)
+        return kept, concat(drawn, pad), stats
+
+    @staticmethod
+    def share_of(batch: Batch, group_size: int, rank: int, world: int) -> Optional[Batch]:
+        """This process's equal share of the kept groups (cut to a multiple of the processes, so that
+        every process trains on as many rows); None when fewer groups than processes were kept."""
+        per = batch.rows // group_size // world
+        if per == 0:
+            return None
+        return select_groups(batch, torch.arange(rank * per, (rank + 1) * per), group_size)
 
     def collect(self, ctx, step: int) -> StepData:
         config = ctx.config
@@ -138,7 +155,8 @@ class Online:
         sampler, version = self.behaviour(ctx, step)
         kept, drawn, stats = self.sample(ctx, step, sampler)
         metrics = {**rollout_metrics(drawn, G), **stats}
-        replayed = self.buffer.sample(off.replay, self.replay_generator, version=step) if off.replay else []
+        world = ctx.shard()[1]  # over several processes each replays its share, from its own buffer
+        replayed = self.buffer.sample(off.replay // world, self.replay_generator, version=step) if off.replay else []
         self.fresh = (kept, version) if kept is not None else None
         parts = ([kept] if kept is not None else []) + [self.replayed(ctx, g) for g in replayed]
         if not parts:

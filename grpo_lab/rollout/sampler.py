@@ -2,9 +2,10 @@
 
 Layout: prompts are left-padded to a common length Lp, completions right-padded to T. A
 completion's mask is 1 on every sampled token up to and including EOS, so the EOS decision is
-trained like any other token. Log-probs are those of the tempered distribution
-`softmax(logits / temperature)` before top-p truncation, the same quantity `token_logprobs`
-computes for the learner, so the sampler's log-probs can stand in as old log-probs.
+trained like any other token. Log-probs are those of the distribution the tokens are drawn from,
+`softmax(logits / temperature)` truncated to its top-p nucleus and renormalised when top_p < 1,
+the same quantity `token_logprobs` computes for the learner, so the sampler's log-probs can stand
+in as old log-probs.
 
 A Qwen2 model takes the lean path of `grpo_lab.models.fast_qwen2` (static KV cache, one prompt
 pass per group of identical prompts); `fast=False`, and every other model, take the generic
@@ -89,19 +90,31 @@ def draw(probs: torch.Tensor, generator: Optional[torch.Generator], rows: Option
     return (probs / noise).argmax(-1)
 
 
+def nucleus(logp: torch.Tensor, top_p: float, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Log-probs of the top-p distribution, (..., V) -> (..., V): the smallest set of tokens whose
+    mass reaches `top_p` (and `keep`, a token index per row, always in it), renormalised; -inf
+    outside. The set is chosen without gradient; the log-probs inside keep theirs."""
+    with torch.no_grad():
+        sorted_probs, order = logp.exp().sort(dim=-1, descending=True)
+        outside_sorted = sorted_probs.cumsum(-1) - sorted_probs > top_p
+        outside = torch.zeros_like(outside_sorted).scatter(-1, order, outside_sorted)
+        if keep is not None:
+            outside = outside.scatter(-1, keep[..., None], False)
+    masked = logp.masked_fill(outside, float("-inf"))
+    return masked - torch.logsumexp(masked, dim=-1, keepdim=True)
+
+
 def _next_token(logits: torch.Tensor, *, temperature: float, top_p: float, greedy: bool,
                 generator: Optional[torch.Generator], rows: Optional[tuple[int, int]] = None):
+    """The next token of each row and the log-probs (B, V) of the distribution it was drawn from:
+    the tempered softmax, truncated to its nucleus when top_p < 1."""
     logp = F.log_softmax(logits.float() / temperature, dim=-1)  # (B, V)
     if greedy:
         token = logp.argmax(-1)
     else:
-        probs = logp.exp()
         if top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the smallest set with mass >= top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-        token = draw(probs, generator, rows)
+            logp = nucleus(logp, top_p)
+        token = draw(logp.exp(), generator, rows)
     return token, logp
 
 
@@ -158,7 +171,8 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
     processes (see `draw`).
     """
     B, device = prompt_ids.shape[0], prompt_ids.device
-    generator = _on_device(generator, device)
+    # greedy decoding draws nothing: it must not take a seed from (and so move) a training generator
+    generator = None if greedy else _on_device(generator, device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     tokens, logps, entropies = [], [], []
     if fast and use_cache and fast_qwen2.supports(model):
@@ -193,10 +207,12 @@ def sample(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, *, max_ne
 
 
 def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int, *,
-                   temperature: float = 1.0, with_entropy: bool = False, fast: bool = True):
+                   temperature: float = 1.0, top_p: float = 1.0, with_entropy: bool = False, fast: bool = True):
     """Log-probs (B, T) of the last `completion_len` tokens of `input_ids` under `model`, with
-    gradients when called outside no_grad; and their entropies (B, T) when asked. A Qwen2 model
-    runs each group of identical prompts once (`fast=False` runs every row in full)."""
+    gradients when called outside no_grad; and their entropies (B, T) when asked. With top_p < 1
+    they are those of the distribution the sampler draws from, the tempered softmax truncated to
+    its nucleus (`nucleus`; the token itself always counts in it, so its log-prob is finite). A
+    Qwen2 model runs each group of identical prompts once (`fast=False` runs every row in full)."""
     if fast and fast_qwen2.supports(model):
         T = completion_len
         logits = fast_qwen2.completion_logits(model, input_ids[:, :-T], attention_mask[:, :-T], input_ids[:, -T:],
@@ -208,8 +224,10 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     logits = logits.float() / temperature
     logp_all = F.log_softmax(logits, dim=-1)
     targets = input_ids[:, -completion_len:]
+    if top_p < 1.0:
+        logp_all = nucleus(logp_all, top_p, keep=targets)
     logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
     if not with_entropy:
         return logp, None
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    entropy = -(logp_all.exp() * logp_all.nan_to_num(neginf=0.0)).sum(-1)
     return logp, entropy

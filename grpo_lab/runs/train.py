@@ -23,6 +23,8 @@ def quiet() -> None:
     """Keep Lightning's and MLflow's start-up chatter out of the way of the progress bar."""
     import logging
 
+    import lightning  # noqa: F401  (first: importing it sets its loggers' levels, which must come after)
+
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -47,6 +49,14 @@ def resolve_device(name: str) -> str:
 
         raise ConfigError("train.device is cuda but no CUDA device is visible; use train.device: cpu")
     return name
+
+
+def strategy_for(config: Config, module) -> str:
+    """`train.strategy`, except that plain ddp with several trained models (PPO's actor and critic,
+    each updated alone) lets DDP find the parameters an update does not use."""
+    if config.train.strategy == "ddp" and len(module.trained_models()) > 1:
+        return "ddp_find_unused_parameters_true"
+    return config.train.strategy
 
 
 def build_task_for(config: Config):
@@ -104,7 +114,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
                                             run_id=logger.run_id if log else None))
     trainer = L.Trainer(
         max_epochs=1, accelerator=device, devices=config.train.devices, num_nodes=config.train.num_nodes,
-        strategy=config.train.strategy, logger=logger, enable_checkpointing=False,
+        strategy=strategy_for(config, module), logger=logger, enable_checkpointing=False,
         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
         log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision=config.train.precision,
         plugins=[SafeCheckpointIO()],
