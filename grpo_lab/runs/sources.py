@@ -35,11 +35,15 @@ class Source:
     run_id: Optional[str] = None  # the MLflow run, where the source is one
 
 
-def _config_from(base: dict, overrides: list[str], config_file: Optional[Path]) -> Config:
+def _config_from(base: dict, overrides: list[str], config_file: Optional[Path], *, fixed: Optional[dict] = None
+                 ) -> Config:
+    """`base`, then the YAML of `config_file`, then `fixed`, then the `key=value` overrides."""
     data = base
     if config_file is not None:
+        if not Path(config_file).is_file():
+            raise ConfigError(f"--config {config_file} does not exist; pass the path of a YAML file")
         data = merge(base, yaml.safe_load(Path(config_file).read_text()) or {})
-    return load_config(None, overrides, base=data)
+    return load_config(None, overrides, base=merge(data, fixed or {}))
 
 
 def run_checkpoint(run_id: str, tracking_uri: str) -> Path:
@@ -113,8 +117,8 @@ def load_source(name: str, *, overrides: Optional[list[str]] = None, config_file
         saved = path / EXPORT_CONFIG
         if saved.exists():
             config = _config_from(yaml.safe_load(saved.read_text()) or {}, overrides, config_file)
-        else:
-            config = _config_from({"model": {"path": str(path)}}, overrides, config_file)
+        else:  # any model folder: it is the model, whatever a --config file says
+            config = _config_from({}, overrides, config_file, fixed={"model": {"path": str(path)}})
         policy, tokenizer = load_pretrained(path, dtype=config.model.dtype,
                                             trust_remote_code=config.model.trust_remote_code)
         return Source(config, policy.eval(), tokenizer, "model", name)
