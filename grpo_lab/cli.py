@@ -1,4 +1,4 @@
-"""grpo-lab: train | demo | grid | sweep | report | bench | paradigm | config.
+"""grpo-lab: train | eval | export | demo | grid | sweep | report | bench | paradigm | config.
 
 Every expected failure (a bad config, a missing file, a failing reward, a non-finite loss) ends
 with one line `grpo-lab: error: ...` and exit status 2; nothing finished is lost.
@@ -50,6 +50,25 @@ def named_by_overrides(config, overrides: list[str]):
         return config
     label = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(shown))
     return with_overrides(config, **{"tracking.run_name": f"{config.name}-{config.method}-{label}-s{config.seed}"})
+
+
+def cmd_eval(args) -> int:
+    from grpo_lab.runs.evaluate import evaluate_source
+    from grpo_lab.runs.sources import load_source
+
+    source = load_source(args.source, overrides=args.set, config_file=args.config, tracking_uri=args.tracking_uri)
+    report = evaluate_source(source, split=args.split, samples=args.samples, temperature=args.temperature,
+                             prompts=args.prompts, log=not args.no_log)
+    print(report.format())
+    return 0
+
+
+def cmd_export(args) -> int:
+    from grpo_lab.runs.export import export
+
+    done = export(args.source, args.out, tracking_uri=args.tracking_uri, overwrite=args.overwrite)
+    print(f"exported {args.source} to {done.folder}: {', '.join(done.files)}")
+    return 0
 
 
 def cmd_config(args) -> int:
@@ -148,6 +167,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue from the run's last checkpoint (train.checkpoint_every) in the same MLflow run")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="greedy accuracy, accuracy, pass@k and maj@k with CIs of a run, checkpoint or model",
+                       epilog="The config comes with the run (an export keeps it as grpo_lab.yaml); --set changes it, "
+                              "e.g. --set task.path=other.jsonl")
+    p.add_argument("source", help="an MLflow run id, a run folder, a checkpoint file, or a model folder")
+    p.add_argument("--split", default="eval", choices=("eval", "train"), help="the task's held-out or training prompts")
+    p.add_argument("--samples", type=int, default=None, help="k: samples per prompt (default train.eval_samples)")
+    p.add_argument("--temperature", type=float, default=None, help="of the samples (default train.eval_temperature)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts evaluated (default train.eval_prompts; 0: all)")
+    p.add_argument("--config", type=Path, default=None, help="YAML merged over the source's config (task, train, ...)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store of a run id (default as in the config)")
+    p.add_argument("--no-log", action="store_true", help="print only; log no MLflow run")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="a run's policy and tokenizer as a Hugging Face model folder (safetensors)")
+    p.add_argument("source", help="an MLflow run id, a run folder or a checkpoint file")
+    p.add_argument("--out", type=Path, required=True, help="the folder to write (new or empty)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow store of a run id")
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that is not empty")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("config", help="every config key with its default, type and meaning")
     p.add_argument("query", nargs="?", default=None, metavar="SECTION|KEY", help="e.g. optim, or loss.aggregation")

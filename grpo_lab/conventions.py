@@ -35,6 +35,7 @@ NOT_RESULT_KEYS = (
     "tracking.*",
     "sft.cache_dir",
     "model.trust_remote_code",  # a permission: the folder's code runs with it, or the run stops without it
+    "train.eval_table",  # what is shown of the evaluations, not what they compute
 )
 # Of those, keys the first version's hash held: hashed as this constant, so identities stay as they were.
 HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}

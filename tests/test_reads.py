@@ -25,6 +25,7 @@ VALUES = {  # a valid non-default value where "the default plus one" is not
     "critic.gamma": 0.99, "critic.lam": 0.9, "dpo.label_smoothing": 0.1, "tracking.experiment": "other",
     "tracking.run_name": "other", "sft.cache_dir": "elsewhere", "train.out_dir": "elsewhere", "task.min_terms": 3,
     "optim.minibatches": 2, "task.data_seed": 1, "train.eval_every": 10,
+    "task.train_split": "other", "task.eval_split": "other", "task.compare": "numeric",
 }
 COMPANIONS = {  # keys another key needs to be valid at all
     "loss.kl_placement": {"loss.kl_beta": 0.1}, "loss.level": {"loss.clip_high": 0.3},

@@ -10,36 +10,7 @@ from grpo_lab.conventions import default_tracking_uri, workspace
 from grpo_lab.config.fields import (
     ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
 )
-
-
-@dataclass(frozen=True)
-class TaskConfig:
-    name: str = knob("chain", "task: chain | addition | gsm8k")
-    data_seed: int = knob(0, "fixes the train/eval split and prompts; shared by every run seed")
-    digits: int = knob(1, "digits per number (chain, addition)")
-    min_terms: int = knob(3, "chain: fewest terms")
-    max_terms: int = knob(5, "chain: most terms")
-    train_size: int = knob(20000, "training prompts generated")
-    eval_size: int = knob(512, "held-out prompts generated")
-    path: Optional[str] = knob(None, "gsm8k: a local jsonl/parquet file, folder, or cached dataset name")
-
-    def __post_init__(self):
-        _positive("task.digits", self.digits)
-        _check(2 <= self.min_terms <= self.max_terms,
-               f"task.min_terms={self.min_terms}, task.max_terms={self.max_terms}; need 2 <= min_terms <= max_terms")
-        _positive("task.train_size", self.train_size)
-        _positive("task.eval_size", self.eval_size)
-        _check(self.name != "gsm8k" or self.path is not None,
-               "task.name is gsm8k but task.path is not set; set task.path to a local GSM8K jsonl/parquet file")
-
-    def options(self) -> dict:
-        """The keyword options `grpo_lab.tasks.build_task` takes for this task."""
-        if self.name == "chain":
-            return dict(digits=self.digits, min_terms=self.min_terms, max_terms=self.max_terms,
-                        train_size=self.train_size, eval_size=self.eval_size)
-        if self.name == "addition":
-            return dict(digits=self.digits, train_size=self.train_size, eval_size=self.eval_size)
-        return dict(path=self.path, eval_size=self.eval_size)
+from grpo_lab.config.task import DATA_KEYS, DATA_TASKS, TaskConfig  # noqa: F401 (the task section lives there)
 
 
 @dataclass(frozen=True)
@@ -286,6 +257,8 @@ class TrainConfig:
     devices: int = knob(1, "devices (processes) per node")
     num_nodes: int = knob(1, "machines; world size = devices x num_nodes")
     precision: str = knob("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed")
+    eval_table: int = knob(8, "rows of the completions table (prompt, completion, rewards, answer, correct) logged "
+                              "to MLflow at each evaluation; 0 logs none", added=True)
 
     def __post_init__(self):
         _positive("train.steps", self.steps)
@@ -298,6 +271,7 @@ class TrainConfig:
         _positive("train.devices", self.devices)
         _positive("train.num_nodes", self.num_nodes)
         _choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+        _positive("train.eval_table", self.eval_table, zero_ok=True)
 
     @property
     def resolved_out_dir(self) -> str:

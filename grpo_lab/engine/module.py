@@ -36,6 +36,9 @@ from grpo_lab.models.critic import ValueModel
 from grpo_lab.rollout import Rollout, inference, sample, token_logprobs
 from grpo_lab.rollout.encode import encode_prompts
 from grpo_lab.seeding import Stream, generator
+from grpo_lab.tasks.rewards import build_rewards
+
+TABLE_FILE = "eval/completions.json"  # the MLflow artifact of the completions tables
 
 
 class StepPrompts(list):
@@ -73,8 +76,9 @@ class Engine(UpdateLoop, L.LightningModule):
         self.recipe = check_config(config)
         self.automatic_optimization = False
         self.config = config
-        self.policy = policy.train()
+        self.policy = policy.eval()  # no dropout: see `train`
         self.tokenizer, self.task = tokenizer, task
+        self.rewards = build_rewards(config.task.rewards, task)  # None: the task's own reward
         self.train_examples = list(task.train_examples())
         self.eval_examples = list(task.eval_examples())[: config.train.eval_prompts]
         recipe = self.recipe
@@ -101,6 +105,18 @@ class Engine(UpdateLoop, L.LightningModule):
         self.history: list[dict] = []  # every logged row, for callers that run in-process
         self.on_eval: Optional[Callable[[int, dict], None]] = None  # called after each evaluation
         self.suppress_eos = False  # benchmarks: every completion runs to max_new_tokens
+        self.eval_table: list[dict] = []  # the completions table of the last evaluation (train.eval_table rows)
+
+    def train(self, mode: bool = True):
+        """Lightning puts the module in training mode; the policy (and the reference and behaviour
+        copies) stay in eval mode, so that no log-prob of a ratio is taken with dropout: the
+        sampler's, the learner's and the reference's are all of one deterministic network, and the
+        ratio is 1 where theta = theta_old. (A model without dropout computes the same either way.)"""
+        super().train(mode)
+        for model in (self.policy, self.ref_policy, self.behaviour_model):
+            if model is not None:
+                model.eval()
+        return self
 
     # ----- data -----------------------------------------------------------------------------
     def shard(self) -> tuple[int, int]:
@@ -173,7 +189,7 @@ class Engine(UpdateLoop, L.LightningModule):
         return rollout
 
     def score(self, rollout: Rollout, examples: list, group_size: int) -> Batch:
-        return score(self.task, self.tokenizer, rollout, examples, group_size, device=self.device)
+        return score(self.task, self.tokenizer, rollout, examples, group_size, device=self.device, rewards=self.rewards)
 
     def shape(self, batch: Batch) -> tuple[Batch, dict]:
         """The recipe's reward shaping, in order, and its metrics."""
@@ -271,14 +287,28 @@ class Engine(UpdateLoop, L.LightningModule):
     def evaluate(self, examples: Optional[list] = None, *, samples: Optional[int] = None, log: bool = True,
                  chunk: int = 64) -> dict:
         """Greedy accuracy and k samples per held-out prompt (see `grpo_lab.engine.evaluate`)."""
+        table: list[dict] = []
         metrics = evaluate(self, examples if examples is not None else self.eval_examples,
-                           samples=samples or self.config.train.eval_samples, chunk=chunk)
+                           samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
+                           table_rows=self.config.train.eval_table)
+        self.eval_table = table
         if log:
             self.last_eval = metrics
             self.log_metrics(metrics, step=self.step_count)
+            self.log_table(table)
             if self.on_eval is not None:
                 self.on_eval(self.step_count, metrics)
         return metrics
+
+    def log_table(self, rows: list[dict]) -> None:
+        """The completions table of an evaluation, appended to the MLflow artifact `TABLE_FILE` with
+        its step (read it with `mlflow.load_table(TABLE_FILE, run_ids=[...])`)."""
+        client = getattr(self.logger, "experiment", None)
+        if not rows or not hasattr(client, "log_table") or self.global_rank != 0:
+            return
+        columns = list(dict.fromkeys(["step", *(k for row in rows for k in row)]))
+        data = {c: [self.step_count if c == "step" else row.get(c) for row in rows] for c in columns}
+        client.log_table(self.logger.run_id, data=data, artifact_file=TABLE_FILE)
 
     # ----- checkpoints ----------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:

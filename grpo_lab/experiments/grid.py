@@ -240,6 +240,15 @@ def _mark_killed(config: Config, run_ids: list[str]) -> None:
         store.set_terminated(run_id, "KILLED")
 
 
+def _create_experiments(configs: list[Config]) -> None:
+    """Create the MLflow experiments the runs log to, once, before parallel workers would race to
+    create the same one (the loser's run fails)."""
+    for uri, name in {(c.tracking.resolved_uri, c.tracking.experiment) for c in configs}:
+        store = client(uri)
+        if store.get_experiment_by_name(name) is None:
+            store.create_experiment(name)
+
+
 def _run_one(config_dict: dict, tags: dict, resume_from: Optional[str], progress: bool) -> dict:
     """One grid run in this process (a pool worker or the grid's own); returns a picklable summary."""
     from grpo_lab.config import from_dict
@@ -294,6 +303,7 @@ def run_grid(grid: Grid, *, jobs: int = 1, progress: bool = False,
         for p in todo:
             record(p, _run_one(*job(p)[:3], progress))
         return summary
+    _create_experiments([p.run.config for p in todo])
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         futures = {pool.submit(_run_one, *job(p)): p for p in todo}
         for future in as_completed(futures):

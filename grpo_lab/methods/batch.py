@@ -33,6 +33,7 @@ class Batch:
     versions: Optional[torch.Tensor] = None  # (B,) the policy version that sampled each row
     replayed: Optional[torch.Tensor] = None  # (B,) bool: the row came from the replay buffer
     pairs: Optional[int] = None  # preference data: N pairs stacked as 2N rows (chosen, then rejected)
+    reward_parts: Optional[dict] = None  # name -> (B,): each reward function's value (task.rewards)
     # filled by the stages after collection
     advantages: Optional[torch.Tensor] = None  # (B,) or (B, T)
     returns: Optional[torch.Tensor] = None  # (B, T) value targets (GAE)
@@ -65,6 +66,8 @@ class Batch:
         for name in ROW_TENSORS + TOKEN_TENSORS:
             value = getattr(self, name)
             out[name] = None if value is None else value[rows]
+        if self.reward_parts is not None:
+            out["reward_parts"] = {k: v[rows] for k, v in self.reward_parts.items()}
         return Batch(**out)
 
 
@@ -89,6 +92,8 @@ def concat(parts: list[Batch], pad_id: int) -> Batch:
         if name in TOKEN_TENSORS and values[0].dim() == 2:
             values = [F.pad(v, (0, width - v.shape[1])) for v in values]
         out[name] = torch.cat(values)
+    if all(p.reward_parts is not None for p in parts):
+        out["reward_parts"] = {k: torch.cat([p.reward_parts[k] for p in parts]) for k in parts[0].reward_parts}
     return Batch(**out)
 
 
@@ -97,9 +102,10 @@ def with_rewards(batch: Batch, rewards: torch.Tensor, **changes) -> Batch:
 
 
 def rollout_metrics(batch: Batch, group_size: int) -> dict:
-    """`rollout/...` metrics of sampled rows."""
+    """`rollout/...` metrics of sampled rows, and `reward/<name>`, the mean of each reward function."""
     r, ro = batch.rewards, batch.rollout
-    return {
+    parts = {f"reward/{k}": float(v.mean()) for k, v in (batch.reward_parts or {}).items()}
+    return {**parts,
         "rollout/reward_mean": float(r.mean()),
         "rollout/reward_std": float(r.std()) if r.numel() > 1 else 0.0,
         "rollout/accuracy": float(batch.correct.float().mean()),

@@ -133,6 +133,7 @@ def check_config(config: Config) -> Recipe:
     an advantage estimator it does not use, and whatever a component's own check refuses. Returns
     the recipe."""
     recipe = get_recipe(config.method)
+    check_task(config)
     estimator = config.advantage.estimator
     if recipe.estimators and estimator not in recipe.estimators and ":" not in estimator:
         raise ConfigError(f"advantage.estimator is {estimator}; method {recipe.name} uses one of "
@@ -152,6 +153,19 @@ def check_config(config: Config) -> Recipe:
         if entry.check is not None:
             entry.check(config)
     return recipe
+
+
+def check_task(config: Config) -> None:
+    """Resolve the task and the reward functions the config names (importing those named by import
+    path), so a name that does not resolve stops the run before anything is built."""
+    from grpo_lab.tasks import TaskError, task_factory
+    from grpo_lab.tasks.rewards import check_rewards
+
+    try:
+        task_factory(config.task.name)
+        check_rewards(config.task.rewards)
+    except TaskError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def by_section(keys: list[str], config: Config) -> str:

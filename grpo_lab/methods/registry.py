@@ -9,11 +9,11 @@ attribute (if any) declaring its keys.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from grpo_lab.config import ConfigError
+from grpo_lab.imports import resolve_import
 
 
 class RegistryError(ConfigError):
@@ -32,21 +32,7 @@ class Entry:
 
 def resolve_path(path: str, *, what: str) -> Any:
     """The object named by ``"package.module:attribute"``."""
-    module_name, _, attr = path.partition(":")
-    if not module_name or not attr:
-        raise RegistryError(f"{what} {path!r} is not an import path; write it as package.module:name")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RegistryError(f"{what} {path!r}: cannot import {module_name} ({exc}); put its folder on "
-                            "PYTHONPATH or install it") from None
-    try:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError:
-        raise RegistryError(f"{what} {path!r}: module {module_name} has no {attr!r}") from None
-    return obj
+    return resolve_import(path, what=what, error=RegistryError)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The reward stage: the task's verifier on every completion, then the recipe's shaping.
+"""The reward stage: the task's reward (or the config's weighted reward functions) and its
+verifier on every completion, then the recipe's shaping.
 
 Shaping components (registry `SHAPING`) change the reward the advantages are computed from; the
 verifier's verdict (`Batch.correct`) never changes. A component takes the engine (`ctx`) and a
@@ -22,25 +23,38 @@ KL_KEYS = ("loss.kl_beta", "loss.kl_estimator", "loss.kl_placement")
 SHAPING = Registry("reward shaping")
 
 
-def score(task, tokenizer, rollout, examples: list, group_size: int, device=None) -> Batch:
-    """The task's reward and verdict on each completion (`group_size` rows per example)."""
+def score(task, tokenizer, rollout, examples: list, group_size: int, device=None, rewards=None) -> Batch:
+    """The reward and the verifier's verdict on each completion (`group_size` rows per example).
+
+    The reward is the task's own (`task.reward`), or with `rewards` (a `grpo_lab.tasks.RewardSet`,
+    the config's `task.rewards`) the weighted sum of its functions, each function's values kept in
+    `Batch.reward_parts`."""
     rows = [ex for ex in examples for _ in range(group_size)]
     texts = decode_completions(tokenizer, rollout.completion_ids, rollout.completion_mask)
     finished = rollout.finished.tolist()
-    rewards, correct = [], []
+    values, correct = [], []
+    parts = {name: [] for name in rewards.names} if rewards is not None else None
     for ex, text, done in zip(rows, texts, finished):
+        if rewards is not None:  # each function's value is checked (and its failures named) by the set
+            each = rewards.evaluate(ex, text, done)
+            for name, value in each.items():
+                parts[name].append(value)
+            values.append(rewards.total(each))
         try:
-            rewards.append(float(task.reward(ex, text, done)))
+            if rewards is None:
+                values.append(float(task.reward(ex, text, done)))
             correct.append(bool(task.is_correct(ex, text, done)))
         except Exception as exc:  # a user's reward function
             raise RewardError(f"the reward function of task {task.name!r} raised "
                               f"{type(exc).__name__}: {exc} on prompt {ex.prompt!r} and completion {text!r}") from None
-    r = torch.tensor(rewards, dtype=torch.float32, device=device)
+    r = torch.tensor(values, dtype=torch.float32, device=device)
     if not torch.isfinite(r).all():
         bad = int((~torch.isfinite(r)).nonzero()[0])
-        raise RewardError(f"the reward of task {task.name!r} is {rewards[bad]} on prompt {rows[bad].prompt!r} "
+        raise RewardError(f"the reward of task {task.name!r} is {values[bad]} on prompt {rows[bad].prompt!r} "
                           f"and completion {texts[bad]!r}; rewards must be finite numbers")
-    return Batch(rollout, rows, texts, r, torch.tensor(correct, device=device))
+    reward_parts = None if parts is None else {k: torch.tensor(v, dtype=torch.float32, device=device)
+                                               for k, v in parts.items()}
+    return Batch(rollout, rows, texts, r, torch.tensor(correct, device=device), reward_parts=reward_parts)
 
 
 @SHAPING.register("overlong", reads=("rollout.overlong_buffer", "rollout.overlong_penalty"))

@@ -6,7 +6,8 @@ not import transformers' model classes.
 
 _LAZY = {"char_tokenizer": "grpo_lab.models.tokenizer", "build_policy": "grpo_lab.models.policy",
          "load_pretrained": "grpo_lab.models.policy", "tiny_qwen2": "grpo_lab.models.policy",
-         "ModelError": "grpo_lab.models.policy"}
+         "ModelError": "grpo_lab.models.policy", "chat_renderer": "grpo_lab.models.policy",
+         "load_tokenizer": "grpo_lab.models.policy"}
 
 __all__ = sorted(_LAZY)
 

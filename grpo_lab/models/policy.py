@@ -71,6 +71,36 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_co
     return model, tokenizer
 
 
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
+    """The tokenizer of a local model folder alone (for its chat template), with the checks of
+    `load_pretrained`."""
+    path = Path(path).expanduser()
+    if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
+        raise ModelError(f"model.path {path} holds no tokenizer (no tokenizer_config.json); point it at a local "
+                         "folder saved with save_pretrained")
+    needs = needs_own_code(path)
+    if needs and not trust_remote_code:
+        raise ModelError(f"the model in {path} needs code of its own ({needs}), which runs when it loads; set "
+                         "model.trust_remote_code: true only if you trust that folder")
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"could not load the tokenizer in {path}: {str(exc).splitlines()[0]}") from None
+
+
+def chat_renderer(tokenizer, where: str = "the tokenizer"):
+    """A function of a message list that returns the prompt the tokenizer's chat template makes of
+    it, the assistant's turn opened (`add_generation_prompt`)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelError(f"{where} has no chat template; set task.chat: false, or use a model whose tokenizer "
+                         "has one (tokenizer_config.json chat_template)")
+
+    def render(messages: list) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    return render
+
+
 def needs_own_code(path: Path) -> Optional[str]:
     """Why the model folder `path` needs Python code of its own to load, or None.
 

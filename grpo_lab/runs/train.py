@@ -60,9 +60,9 @@ def strategy_for(config: Config, module) -> str:
 
 
 def build_task_for(config: Config):
-    from grpo_lab.tasks import build_task
+    from grpo_lab.runs.task_setup import build_task_of
 
-    return build_task(config.task.name, seed=config.task.data_seed, **config.task.options())
+    return build_task_of(config)
 
 
 def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, log: bool = True,

@@ -13,8 +13,10 @@ earns a reward, however right its text looks.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
+
+from grpo_lab.imports import is_import_path, resolve_import
 
 from grpo_lab.errors import GrpoLabError
 
@@ -29,12 +31,14 @@ class Example:
 
     ``prompt`` is the text fed to the model (``"4+5+7+0-1="``), ``answer`` the reference final
     answer in the form ``Task.extract_answer`` returns (``"15"``), ``target`` the full reference
-    completion for SFT, without the EOS token (``"9,16,16,15"``).
+    completion for SFT, without the EOS token (``"9,16,16,15"``). ``fields`` holds whatever else a
+    reward function may read (a data set's columns: ``example.fields["difficulty"]``).
     """
 
     prompt: str
     answer: str
     target: str
+    fields: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -138,16 +142,30 @@ def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     return decorate
 
 
+def task_factory(name: str) -> TaskFactory:
+    """The factory of the task registered as ``name``, or named by import path
+    (``my_pkg.tasks:MyTask``: a class or function called as ``factory(seed=..., **options)``)."""
+    if is_import_path(name):
+        factory = resolve_import(name, what="task", error=TaskError)
+        if not callable(factory):
+            raise TaskError(f"task {name!r} names a {type(factory).__name__}, not a class or function that "
+                            "builds a task")
+        return factory
+    if name not in TASKS:
+        known = ", ".join(TASKS)
+        raise TaskError(f"unknown task {name!r}; known tasks: {known}, or a task of your own by import path "
+                        "(package.module:MyTask)")
+    return TASKS[name]
+
+
 def build_task(name: str, *, seed: int, **options: Any) -> Task:
-    """Build the task registered as ``name`` with its data fixed by ``seed``.
+    """Build the task registered as ``name`` (or named by import path) with its data fixed by
+    ``seed``.
 
     Unknown task names and unknown options raise ``TaskError`` (a ``ValueError``) listing what
-    is known.
+    is known. A task named by import path must offer the `Task` protocol.
     """
-    if name not in TASKS:
-        known = ", ".join(sorted(TASKS))
-        raise TaskError(f"unknown task {name!r}; known tasks: {known}")
-    factory = TASKS[name]
+    factory = task_factory(name)
     parameters = inspect.signature(factory).parameters
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
     if not accepts_any:
@@ -158,7 +176,13 @@ def build_task(name: str, *, seed: int, **options: Any) -> Task:
                 f"{name}: unknown option(s) {', '.join(map(repr, unknown))}; "
                 f"known options: {', '.join(known_options) or '(none)'}"
             )
-    return factory(seed=seed, **options)
+    task = factory(seed=seed, **options)
+    missing = [attr for attr in ("name", "alphabet", "train_examples", "eval_examples", "reward", "is_correct",
+                                 "extract_answer") if not hasattr(task, attr)]
+    if missing:
+        raise TaskError(f"task {name!r} built a {type(task).__name__} without {', '.join(missing)}; a task offers "
+                        "the grpo_lab.tasks.Task protocol (subclass grpo_lab.tasks.VerifiableTask)")
+    return task
 
 
 def check_int(task: str, option: str, value: Any, *, minimum: int) -> int:
