@@ -7,11 +7,12 @@
                    required_seeds, seeds_needed
     validity.py    warnings: unequal compute, confounded configs, too few or missing seeds
     plots.py       learning curves with CI bands, final-metric dot plots (matplotlib Agg)
-    claims.py      Claim, analyse: per-arm estimates, comparisons, Holm, verdicts (with fewer
+    claims.py      Claim: what a claim says, parsed from text or a grid file; resolve_arm
+    comparisons.py analyse: per-arm estimates, comparisons, Holm, verdicts (with fewer
                    than 5 seeds in an arm: t-intervals, no probability of improvement)
     text.py        cells (intervals marked (t) or "not estimable"), the few-seeds warning,
                    markdown tables, terminal tables (format_claims_table, format_arm_table)
-    report.py      write_report -> results/<name>/README.md + PNGs; returns a Report (.path,
+    report.py      write_report -> <workspace>/reports/<name>/README.md + PNGs; returns a Report (.path,
                    .analysis as data, .claims_table() / .arm_table() for the terminal)
 
 mlflow and matplotlib are imported only by the functions that need them.

@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from grpo_lab.analysis.claims import MIN_SEEDS_FOR_CI, Analysis
+from grpo_lab.analysis.claims import MIN_SEEDS_FOR_CI
+from grpo_lab.analysis.comparisons import Analysis
 from grpo_lab.analysis.estimators import NOT_ESTIMABLE, T_METHODS, Interval
 
 # --------------------------------------------------------------------------- cells
