@@ -109,7 +109,13 @@ def cmd_grid(args) -> int:
     if args.dry_run:
         print(format_plan(grid, plan(grid)))
         return 0
-    summary = run_grid(grid, jobs=args.jobs, progress=not args.no_progress)
+    if args.storage:
+        from grpo_lab.experiments.shared import run_shared_grid
+
+        summary = run_shared_grid(grid, args.storage, jobs=args.jobs, progress=not args.no_progress,
+                                  heartbeat=args.heartbeat)
+    else:
+        summary = run_grid(grid, jobs=args.jobs, progress=not args.no_progress)
     print(f"grid {grid.name}: {summary.skipped} already finished, {len(summary.finished)} ran, "
           f"{len(summary.failed)} failed")
     tracking = grid.runs[0].config.tracking if grid.runs else None
@@ -214,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, help="grid YAML (see experiments/grid_example.yaml)")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are already finished; run nothing")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="a shared queue (Optuna RDB URL, e.g. postgresql://user@host/db): every machine running "
+                        "the same command takes the next missing run; a dead machine's runs go back to the queue")
+    p.add_argument("--heartbeat", type=int, default=30, metavar="SECONDS",
+                   help="with --storage: seconds between a worker's heartbeats; silent for 4 of them, it counts as dead")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_grid)
 

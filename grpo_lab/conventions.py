@@ -35,8 +35,11 @@ NOT_RESULT_KEYS = (
     "tracking.*",
     "sft.cache_dir",
     "model.trust_remote_code",  # a permission: the folder's code runs with it, or the run stops without it
+    "model.activation_checkpointing",  # the same step, activations recomputed instead of kept
     "train.eval_table",  # what is shown of the evaluations, not what they compute
 )
+# Keys that shape the RL run but not its warm start (which trains the whole model, without them).
+RUN_ONLY_KEYS = ("model.adapter.*",)
 # Of those, keys the first version's hash held: hashed as this constant, so identities stay as they were.
 HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}
 
@@ -66,7 +69,7 @@ def artifact_location(uri: str):
 
 def is_result_key(key: str, not_result: tuple[str, ...] = NOT_RESULT_KEYS) -> bool:
     """Whether the dotted config key `key` changes what a run computes (is none of `not_result`)."""
-    return not any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in not_result)
+    return not any(key == k or (k.endswith(".*") and (key.startswith(k[:-1]) or key == k[:-2])) for k in not_result)
 
 
 def client(uri: str):

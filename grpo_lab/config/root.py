@@ -16,7 +16,7 @@ from grpo_lab.config.sections import (
     AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig, OffPolicyConfig, OptimConfig, RolloutConfig,
     SFTConfig, TaskConfig, TrackingConfig, TrainConfig,
 )
-from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, is_result_key
+from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, RUN_ONLY_KEYS, is_result_key
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ class Config:
     def sft_hash(self) -> str:
         """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
         d = _identity(self)
-        return _hash({section: {k: v for k, v in d[section].items() if is_result_key(f"{section}.{k}")}
+        return _hash({section: {k: v for k, v in d[section].items()
+                                if is_result_key(f"{section}.{k}") and is_result_key(f"{section}.{k}", RUN_ONLY_KEYS)}
                       for section in ("task", "model", "sft")})
 
 
@@ -115,7 +116,8 @@ def _identity(config) -> dict:
         out = {}
         for f in fields(obj):
             value = getattr(obj, f.name)
-            if f.metadata.get("added") and value == f.default:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            if f.metadata.get("added") and value == default:
                 continue
             out[f.name] = walk(value) if is_dataclass(value) else value
         return out

@@ -3,7 +3,7 @@ help text is its metadata (`knob`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from grpo_lab.conventions import default_tracking_uri, workspace
@@ -11,6 +11,22 @@ from grpo_lab.config.fields import (
     ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
 )
 from grpo_lab.config.task import DATA_KEYS, DATA_TASKS, TaskConfig  # noqa: F401 (the task section lives there)
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    type: str = knob("none", "none | lora: train low-rank adapters on the frozen policy (peft; the base with its "
+                             "adapters off is the reference)")
+    r: int = knob(8, "LoRA rank")
+    alpha: float = knob(16.0, "LoRA alpha: the adapter's output is scaled by alpha / r")
+    dropout: float = knob(0.0, "dropout on the adapter's input")
+    target_modules: Optional[list] = knob(None, "module names to adapt; None = the attention and MLP projections")
+
+    def __post_init__(self):
+        _choice("model.adapter.type", self.type, ("none", "lora"))
+        _positive("model.adapter.r", self.r)
+        _positive("model.adapter.alpha", self.alpha)
+        _check(0 <= self.dropout < 1, f"model.adapter.dropout is {self.dropout}; it must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -28,6 +44,10 @@ class ModelConfig:
     trust_remote_code: bool = knob(False,
                                    "run the Python code a model.path folder ships (config.json auto_map); "
                                    "only for folders you trust")
+    adapter: AdapterConfig = field(default_factory=AdapterConfig, metadata={
+        "help": "adapters on the policy (type, r, alpha, dropout, target_modules)", "added": True})
+    activation_checkpointing: bool = knob(False, "recompute each layer's activations in the backward instead of "
+                                                 "keeping them: less memory, more time", added=True)
 
     def __post_init__(self):
         for name in ("hidden_size", "num_layers", "num_heads", "intermediate_size", "max_length"):

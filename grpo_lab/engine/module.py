@@ -32,6 +32,7 @@ from grpo_lab.methods.data import Online
 from grpo_lab.methods.objectives import Correction
 from grpo_lab.methods.rewards import score
 from grpo_lab.models import fast_qwen2
+from grpo_lab.models.adapters import base_model, is_adapted
 from grpo_lab.models.critic import ValueModel
 from grpo_lab.rollout import Rollout, inference, sample, token_logprobs
 from grpo_lab.rollout.encode import encode_prompts
@@ -92,7 +93,9 @@ class Engine(UpdateLoop, L.LightningModule):
         self.source = DATA.get(recipe.data).obj(config, refill)
         needs_ref = any(getattr(c, "needs_reference", lambda cfg: False)(config)
                         for c in [*self.objectives, *self.shapers])
-        self.ref_policy = ref_policy if ref_policy is not None or not needs_ref else copy.deepcopy(policy)
+        # an adapted policy's reference is its own base with the adapters off: no second copy
+        self.ref_policy = (ref_policy if ref_policy is not None or not needs_ref or is_adapted(policy)
+                           else copy.deepcopy(policy))
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False).eval()
         self.critic = ValueModel.from_policy(policy) if "critic" in self.trained_models() else None
@@ -214,6 +217,9 @@ class Engine(UpdateLoop, L.LightningModule):
                               top_p=self.config.rollout.top_p, with_entropy=with_entropy)
 
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        if self.ref_policy is None and is_adapted(self.policy):
+            with base_model(self.policy):
+                return inference(self.logprobs)(rollout)[0]
         return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
 
     def values(self, rollout: Rollout) -> torch.Tensor:

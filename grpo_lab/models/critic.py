@@ -29,9 +29,11 @@ class ValueModel(nn.Module):
     @classmethod
     def from_policy(cls, policy) -> "ValueModel":
         """A critic whose trunk is a copy of `policy`'s (the SFT weights, when called at the start of a run)."""
-        trunk = copy.deepcopy(policy.base_model)
+        from grpo_lab.models.adapters import trunk as trunk_of
+
+        trunk = copy.deepcopy(trunk_of(policy))
         head_dtype = next(trunk.parameters()).dtype
-        return cls(trunk, policy.config.hidden_size).to(head_dtype)
+        return cls(trunk, trunk.config.hidden_size).to(head_dtype)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int) -> torch.Tensor:
         """Values (B, T) of the last `completion_len` positions of `input_ids` (prompt + completion).

@@ -41,7 +41,8 @@ def supports(model) -> bool:
     rope = getattr(cfg, "rope_parameters", None) or {}
     return (rope.get("rope_type", "default") == "default" and not getattr(cfg, "use_sliding_window", False)
             and cfg.hidden_act == "silu" and not getattr(cfg, "attention_dropout", 0.0)
-            and not getattr(_trunk(model), "gradient_checkpointing", False))
+            and not getattr(_trunk(model), "gradient_checkpointing", False)
+            and not hasattr(_trunk(model).layers[0].self_attn.q_proj, "base_layer"))  # adapters: the generic path
 
 
 def _trunk(model):

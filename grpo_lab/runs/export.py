@@ -31,7 +31,9 @@ def export(name: str, out: str | Path, *, tracking_uri: Optional[str] = None, ov
     if source.kind == "model":
         raise ConfigError(f"{name} is already a model folder; export takes a run id, a run folder or a checkpoint")
     out.mkdir(parents=True, exist_ok=True)
-    policy = source.policy
+    from grpo_lab.models.adapters import merged
+
+    policy = merged(source.policy)  # adapters folded into the weights: a plain transformers model
     policy.generation_config.pad_token_id = source.tokenizer.pad_token_id
     policy.generation_config.eos_token_id = source.tokenizer.eos_token_id
     policy.save_pretrained(out, safe_serialization=True)

@@ -92,6 +92,9 @@ def rebuild_policy(config: Config, weights: dict):
     else:
         alphabet = build_task_of(config).alphabet if config.model.path is None else ""
         policy, tokenizer = build_policy(config.model, alphabet)
+    from grpo_lab.models.adapters import for_training
+
+    policy = for_training(policy, config.model, checkpointing=False)  # the run's adapters, so that its weights fit
     missing, unexpected = policy.load_state_dict(weights, strict=False)
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
         raise ConfigError(f"the checkpoint's policy does not fit the model its config builds (missing "

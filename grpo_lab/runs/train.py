@@ -87,6 +87,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     import lightning as L
 
     from grpo_lab.engine import module_class
+    from grpo_lab.models.adapters import for_training
     from grpo_lab.runs import tracking
     from grpo_lab.runs.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, checkpoint_dir, read_resume_info, run_dir
     from grpo_lab.runs.progress import EvalLines, StepProgress
@@ -102,6 +103,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.resolved_cache_dir)
     task = build_task_for(config)
     policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device, share=share)
+    policy = for_training(policy, config.model)
     torch.manual_seed(config.seed)
     module = module_class(config.method)(config, policy, tokenizer, task)
     module.on_eval = EvalLines(then=on_eval) if progress else on_eval
