@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 GRID = """name: first_hour_grid
 base: {base}
-set: {{train.steps: 40, train.eval_every: 20, train.eval_prompts: 128}}
+set: {{train.steps: 150, train.eval_every: 50, train.eval_prompts: 128}}
 factors:
   loss.aggregation: [seq_mean_token_mean, token_mean]
 seeds: 2
@@ -94,12 +94,12 @@ def measure_grid(tmp: Path, jobs: int) -> dict:
     env = fresh_env(work / "ws")
     # the shared warm start first, so both measurements time the grid's runs alone
     warm = work / "warm.yaml"
-    warm.write_text(GRID.format(base=ROOT / "experiments" / "grpo_chain.yaml").replace("train.steps: 40", "train.steps: 1")
+    warm.write_text(GRID.format(base=ROOT / "experiments" / "grpo_chain.yaml").replace("train.steps: 150", "train.steps: 1")
                     .replace("first_hour_grid", "first_hour_warm").replace("seeds: 2", "seeds: [0]")
                     .replace("[seq_mean_token_mean, token_mean]", "[seq_mean_token_mean]"))
     timed(grpo_lab("grid", str(warm), "--no-progress"), env, work, work / "warm.log")
     seconds, _ = timed(grpo_lab("grid", str(grid), "--jobs", str(jobs), "--no-progress"), env, work, work / "grid.log")
-    return {"what": "grid", "jobs": jobs, "runs": 4, "steps": 40, "wall_s": round(seconds, 1)}
+    return {"what": "grid", "jobs": jobs, "runs": 4, "steps": 150, "wall_s": round(seconds, 1)}
 
 
 def main(argv=None) -> None:

@@ -44,13 +44,31 @@ def test_each_live_process_gets_its_share_of_the_cores(own_registry):
         sleeper.kill()
 
 
-def test_nested_shares_register_the_process_once_and_fixed_threads_register_nothing(own_registry):
+def test_nested_shares_register_the_process_once_and_fixed_threads_stay_fixed(own_registry):
     with threads.ThreadShare() as outer:
         with threads.ThreadShare() as inner:
             assert threads.live_processes() == 1 and inner.threads == outer.threads == 4
         assert (own_registry / str(os.getpid())).exists()  # still computing in the outer share
-    with threads.ThreadShare(3) as fixed:
-        assert fixed.threads == 3 and torch.get_num_threads() == 3 and threads.live_processes() == 0
+    with threads.ThreadShare(3) as fixed:  # counts as a computing process, keeps its own number
+        assert fixed.threads == 3 and torch.get_num_threads() == 3 and threads.live_processes() == 1
+        (own_registry / "1").touch()  # pid 1 is alive: a second process
+        assert fixed.update(force=True) == 3
+
+
+def test_the_warm_start_is_the_same_whatever_the_load(tiny_config, own_registry, tmp_path):
+    """The cached warm start trains with a fixed thread count: runs that share it get the same weights
+    whether it was built on an idle machine or beside other grpo-lab processes."""
+    from grpo_lab.runs.train import build_task_for
+    from grpo_lab.runs.warm_start import warm_start
+
+    config = tiny_config(**{"sft.cache_dir": str(tmp_path / "a")})
+    task = build_task_for(config)
+    alone, _, _ = warm_start(config, task, progress=False)
+    (own_registry / "1").touch()  # another computing process appears
+    torch.set_num_threads(2)
+    busy, _, _ = warm_start(tiny_config(**{"sft.cache_dir": str(tmp_path / "b")}), task, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), busy.state_dict().values()))
+    assert torch.get_num_threads() == 2  # the caller's threads are given back
 
 
 def test_a_run_follows_its_share(tiny_config, own_registry):

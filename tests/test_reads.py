@@ -24,7 +24,8 @@ VALUES = {  # a valid non-default value where "the default plus one" is not
     "offpolicy.sampler_dtype": "bfloat16", "train.device": "cpu", "train.strategy": "ddp", "train.precision": "bf16-mixed",
     "critic.gamma": 0.99, "critic.lam": 0.9, "dpo.label_smoothing": 0.1, "tracking.experiment": "other",
     "tracking.run_name": "other", "sft.cache_dir": "elsewhere", "train.out_dir": "elsewhere", "task.min_terms": 3,
-    "optim.minibatches": 2, "task.data_seed": 1, "train.eval_every": 10,
+    "optim.minibatches": 2, "task.data_seed": 1, "train.eval_every": 10, "model.adapter.type": "lora",
+    "model.adapter.target_modules": ["q_proj"],
     "task.train_split": "other", "task.eval_split": "other", "task.compare": "numeric",
 }
 COMPANIONS = {  # keys another key needs to be valid at all

@@ -39,13 +39,18 @@ def open_queue(grid_name: str, storage: str, *, heartbeat: int = 30, grace: int 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # the heartbeat is "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat, grace_period=grace,
-                                             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
-        except Exception as exc:  # a bad URL, a missing driver, a database that is down
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise SweepError(f"cannot open the grid queue {redact(storage)} ({first}); pass a SQLAlchemy URL "
-                             "such as sqlite:///grid.db or postgresql://user@host/db") from None
+        for attempt in range(5):  # machines starting together race to create a new store's tables
+            try:
+                rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat, grace_period=grace,
+                                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback())
+                break
+            except Exception as exc:  # a bad URL, a missing driver, a database that is down
+                if attempt < 4 and ("already exists" in str(exc) or "UNIQUE constraint" in str(exc)):
+                    time.sleep(0.5 + attempt)
+                    continue
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise SweepError(f"cannot open the grid queue {redact(storage)} ({first}); pass a SQLAlchemy URL "
+                                 "such as sqlite:///grid.db or postgresql://user@host/db") from None
     return optuna.create_study(study_name=f"grpo_lab_grid:{grid_name}", storage=rdb, load_if_exists=True)
 
 

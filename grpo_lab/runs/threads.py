@@ -58,7 +58,7 @@ def live_processes() -> int:
 
 class ThreadShare:
     """This process's share of the cores while it computes (a context manager; nested uses in one
-    process register it once). `fixed` > 0 sets that many threads and registers nothing."""
+    process register it once). `fixed` > 0 sets that many threads instead of following the count."""
 
     _depth = 0
 
@@ -68,9 +68,6 @@ class ThreadShare:
         self.threads: Optional[int] = None
 
     def __enter__(self) -> "ThreadShare":
-        if self.fixed:
-            self.apply(self.fixed)
-            return self
         if ThreadShare._depth == 0:
             registry().mkdir(parents=True, exist_ok=True)
             (registry() / str(os.getpid())).touch()
@@ -79,8 +76,6 @@ class ThreadShare:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.fixed:
-            return
         ThreadShare._depth -= 1
         if ThreadShare._depth == 0:
             (registry() / str(os.getpid())).unlink(missing_ok=True)
@@ -88,6 +83,8 @@ class ThreadShare:
     def update(self, force: bool = False) -> int:
         """Recount the processes (at most every RECHECK_S seconds) and set this process's threads."""
         if self.fixed:
+            if self.threads != self.fixed:
+                self.apply(self.fixed)
             return self.fixed
         now = time.monotonic()
         if force or now - self.last_check >= RECHECK_S:

@@ -102,7 +102,8 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     if log:
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.resolved_cache_dir)
     task = build_task_for(config)
-    policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device, share=share)
+    policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
+    share.update(force=True)  # the warm start trained with a thread count of its own
     policy = for_training(policy, config.model)
     torch.manual_seed(config.seed)
     module = module_class(config.method)(config, policy, tokenizer, task)

@@ -14,7 +14,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
 
 import lightning as L
 import torch
@@ -25,7 +24,6 @@ from grpo_lab.rollout import token_logprobs
 from grpo_lab.rollout.encode import encode_completions, encode_prompts
 from grpo_lab.runs.progress import StepProgress
 from grpo_lab.runs.threads import ThreadShare
-from grpo_lab.runs.threads import callback as follow_share
 
 
 def sft_batch(tokenizer, examples, device=None) -> dict:
@@ -65,31 +63,36 @@ class WarmStart(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def train_sft(policy, tokenizer, examples, cfg, *, progress: bool = True, device: str = "cpu",
-              share: Optional[ThreadShare] = None) -> float:
-    """Runs SFT in place on `policy`; returns the wall time in seconds."""
+WARM_START_THREADS = 1  # fixed: the cached weights must not depend on the load of the machine that built them
+
+
+def train_sft(policy, tokenizer, examples, cfg, *, progress: bool = True, device: str = "cpu") -> float:
+    """Runs SFT in place on `policy` with `WARM_START_THREADS` CPU threads, whatever else runs (the
+    thread count changes float sums, and every run that shares this warm start must get the same
+    weights); returns the wall time in seconds."""
     start = time.perf_counter()
-    callbacks = ([follow_share(share)] if share is not None else []) + ([StepProgress("sft", cfg.steps)] if progress
-                                                                         else [])
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        trainer = L.Trainer(max_steps=cfg.steps, accelerator=device, devices=1, logger=False, callbacks=callbacks,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            gradient_clip_val=cfg.grad_clip or None)
-        trainer.fit(WarmStart(policy, tokenizer, examples, cfg))
+    callbacks = [StepProgress("sft", cfg.steps)] if progress else []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(WARM_START_THREADS)
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            trainer = L.Trainer(max_steps=cfg.steps, accelerator=device, devices=1, logger=False, callbacks=callbacks,
+                                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                gradient_clip_val=cfg.grad_clip or None)
+            trainer.fit(WarmStart(policy, tokenizer, examples, cfg))
+    finally:
+        torch.set_num_threads(threads)
     return time.perf_counter() - start
 
 
-def warm_start(config, task, *, progress: bool = True, device: str = "cpu", share: Optional[ThreadShare] = None):
+def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
     """The policy and tokenizer after the (cached) SFT warm start, and where they are stored.
 
     Returns (policy, tokenizer, path). With `sft.steps: 0` the untrained (or loaded) policy is
-    returned and nothing is cached. Training takes this process's share of the cores (`share`, or
-    its own from `train.threads`).
+    returned and nothing is cached. While it trains, this process counts as one that computes
+    (runs/threads.py), so that other grpo-lab processes leave it its core.
     """
-    if share is None:
-        with ThreadShare(config.train.threads) as own:
-            return warm_start(config, task, progress=progress, device=device, share=own)
     if config.sft.steps == 0:
         policy, tokenizer = build_policy(config.model, task.alphabet)
         return policy, tokenizer, None
@@ -99,11 +102,12 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu", shar
     with open(root / f"{config.sft_hash()}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (path / "done.json").exists():
-            with torch.random.fork_rng():
-                torch.manual_seed(config.sft.seed)
-                policy, tokenizer = build_policy(config.model, task.alphabet)
-            seconds = train_sft(policy, tokenizer, task.train_examples(), config.sft, progress=progress, device=device,
-                                share=share)
+            with ThreadShare(config.train.threads):
+                with torch.random.fork_rng():
+                    torch.manual_seed(config.sft.seed)
+                    policy, tokenizer = build_policy(config.model, task.alphabet)
+                seconds = train_sft(policy, tokenizer, task.train_examples(), config.sft, progress=progress,
+                                    device=device)
             tmp = root / f"{path.name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             policy.save_pretrained(tmp)
