@@ -128,6 +128,7 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
 
     from grpo_lab.engine import module_class
     from grpo_lab.models import build_policy
+    from grpo_lab.models.adapters import for_training, is_adapted
     from grpo_lab.runs.train import build_task_for, resolve_device, strategy_for
 
     device = resolve_device(config.train.device)
@@ -136,7 +137,8 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
     torch.manual_seed(config.seed)
     policy, tokenizer = build_policy(config.model, task.alphabet)
     params = sum(p.numel() for p in policy.parameters())
-    ref = copy.deepcopy(policy)
+    policy = for_training(policy, config.model)
+    ref = None if is_adapted(policy) else copy.deepcopy(policy)  # an adapted policy's reference is its base
     module = module_class(config.method)(config, policy, tokenizer, task, ref_policy=ref)
     module.suppress_eos = fixed_length
     clock = StepClock(torch.cuda.synchronize if device == "cuda" else None)
@@ -146,7 +148,7 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
         strategy=strategy_for(config, module), logger=False,
         enable_checkpointing=False,
         callbacks=[_timer_callback(clock)], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, precision="32-true",
+        limit_val_batches=0, precision=config.train.precision,
     )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -166,6 +168,9 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
         "prompts": config.rollout.prompts_per_step, "gens": config.rollout.group_size,
         "max_new": config.rollout.max_new_tokens, "fixed_length": fixed_length, "steps": len(times),
         "micro_batch": config.optim.micro_batch_size, "devices": config.train.devices,
+        "precision": config.train.precision, "adapter": config.model.adapter.type,
+        "activation_checkpointing": config.model.activation_checkpointing,
+        "trained_params": sum(p.numel() for p in policy.parameters() if p.requires_grad),
         "sec_per_step": sec, "sec_per_step_min": min(times), "cpu_sec_per_step": statistics.median(clock.times(warmup, cpu=True)),
         "completions_per_s": completions / sec,
         "tokens_per_s": tokens / sec, "tokens_per_step": tokens,
@@ -191,7 +196,8 @@ def _step_tokens(history: list[dict]) -> list[float]:
 def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8, max_new: int = 8,
           steps: int = 5, method: str = "grpo", device: str = "cpu", fixed_length: bool = False,
           dtype: Optional[str] = None, heads: Optional[int] = None, threads: int = 0, warmup: int = 2,
-          seed: int = 0, micro_batch: int = 0, devices: int = 1) -> Optional[dict]:
+          seed: int = 0, micro_batch: int = 0, devices: int = 1, precision: str = "32-true", adapter: str = "none",
+          activation_checkpointing: bool = False) -> Optional[dict]:
     """Build the config from the flags and run the benchmark. `devices` > 1 runs the step in that
     many DDP processes (each takes a slice of the step's prompts; threads are per process)."""
     from grpo_lab.config import ConfigError
@@ -204,7 +210,10 @@ def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8
     config = bench_config(hidden=hidden, layers=layers, heads=heads, prompts=prompts, gens=gens, max_new=max_new,
                           method=method, device=device, dtype=dtype, steps=steps, warmup=warmup, seed=seed,
                           overrides={"optim": {"micro_batch_size": micro_batch},
-                                     "train": {"devices": devices, "strategy": "ddp" if devices > 1 else "auto"}})
+                                     "model": {"adapter": {"type": adapter},
+                                               "activation_checkpointing": activation_checkpointing},
+                                     "train": {"devices": devices, "strategy": "ddp" if devices > 1 else "auto",
+                                               "precision": precision}})
     return run_bench(config, warmup=warmup, fixed_length=fixed_length, threads=threads)
 
 

@@ -154,7 +154,8 @@ def cmd_bench(args) -> int:
     record = bench(hidden=args.hidden, layers=args.layers, heads=args.heads, prompts=args.prompts, gens=args.gens,
                    max_new=args.max_new, steps=args.steps, warmup=args.warmup, method=args.method,
                    device=args.device, dtype=args.dtype, fixed_length=args.fixed_length, threads=args.threads,
-                   seed=args.seed, micro_batch=args.micro_batch, devices=args.devices)
+                   seed=args.seed, micro_batch=args.micro_batch, devices=args.devices, precision=args.precision,
+                   adapter=args.adapter, activation_checkpointing=args.activation_checkpointing)
     if record is not None:  # the other DDP processes stay silent
         print(format_record(record))
     return 0
@@ -258,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 keeps torch's default)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward/backward of the update, gradients accumulated (0: all at once)")
+    p.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "bf16-true", "16-mixed"),
+                   help="Lightning precision of the step")
+    p.add_argument("--adapter", default="none", choices=("none", "lora"), help="LoRA adapters on the policy (peft)")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in the backward")
     p.add_argument("--devices", type=int, default=1,
                    help="processes (DDP, each with a slice of the step's prompts; threads per process: "
                         "--threads, or without it the CPU count / N, as Lightning sets it)")
