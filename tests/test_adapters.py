@@ -69,6 +69,27 @@ def test_the_reference_is_the_base_with_the_adapters_off(tiny_config):
     assert (adapted - expected).abs().max() > 1e-3  # while the policy itself has moved
 
 
+def test_activation_checkpointing_runs_each_layer_again_in_the_backward(tiny_config):
+    from grpo_lab.models import build_policy, fast_qwen2
+    from grpo_lab.models.adapters import for_training
+    from grpo_lab.runs.train import build_task_for
+
+    config = tiny_config(**{"model.activation_checkpointing": True})
+    policy, _ = build_policy(config.model, build_task_for(config).alphabet)
+    layer = policy.model.layers[0]
+    calls = []
+    original = layer.forward
+    layer.forward = lambda *a, **k: (calls.append(1), original(*a, **k))[1]
+    policy = for_training(policy.eval(), config.model)  # eval mode, as the engine keeps the policy
+    assert not fast_qwen2.supports(policy)  # the lean path does not go through the layers
+    ids = torch.tensor([[5, 6, 7, 8]])
+    policy(input_ids=ids).logits.sum().backward()
+    assert len(calls) == 2  # the forward, then the recomputation in the backward
+    with torch.no_grad():
+        policy(input_ids=ids)
+    assert len(calls) == 3  # without gradients nothing is kept or recomputed
+
+
 def test_activation_checkpointing_gives_the_same_update(tiny_config):
     common = {"train.steps": 2, "loss.entropy_coef": 0.01, "train.threads": 1}
     plain = run(tiny_config(**common), progress=False, log=False)

@@ -37,10 +37,35 @@ def for_training(policy, model_cfg, *, checkpointing: bool = True):
                           task_type="CAUSAL_LM")
         policy = get_peft_model(policy, lora)
     if checkpointing and model_cfg.activation_checkpointing:
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if hasattr(policy, "enable_input_require_grads"):
-            policy.enable_input_require_grads()
+        recompute_layers(policy)
     return policy
+
+
+def recompute_layers(model) -> None:
+    """Checkpoint every decoder layer: in a forward with gradients only its inputs are kept, and the
+    backward runs it again. Unlike transformers' own switch this does not depend on the model's
+    train/eval mode (RL keeps the policy in eval mode, without dropout). The lean Qwen2 path, which
+    does not go through the layers' forward, steps aside for such a model."""
+    from functools import partial
+
+    import torch
+    from torch.utils.checkpoint import checkpoint
+
+    trunk_model = trunk(model)
+    layers = getattr(trunk_model, "layers", None)
+    if layers is None:
+        raise ModelError("model.activation_checkpointing needs a model whose trunk has a list of `layers`")
+
+    def checkpointed(forward):
+        def run(*args, **kwargs):
+            if torch.is_grad_enabled():
+                return checkpoint(partial(forward, **kwargs), *args, use_reentrant=False)
+            return forward(*args, **kwargs)
+        return run
+
+    for layer in layers:
+        layer.forward = checkpointed(layer.forward)
+    trunk_model.gradient_checkpointing = True  # read by fast_qwen2.supports
 
 
 def base_model(model) -> contextmanager:
