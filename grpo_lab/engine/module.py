@@ -177,7 +177,7 @@ class Engine(UpdateLoop, L.LightningModule):
         policy = policy or self.policy
         # sampling runs in eval mode (no dropout); the lean Qwen2 path has no layer that depends on
         # the mode, so a switch there (two walks over every module) would be work for nothing
-        switch = policy.training and not fast_qwen2.supports(policy)
+        switch = policy.training and not (self.lean and fast_qwen2.supports(policy))
         if switch:
             policy.eval()
         rollout = sample(
@@ -185,7 +185,7 @@ class Engine(UpdateLoop, L.LightningModule):
             eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
             temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
             greedy=greedy, generator=generator if generator is not None else self.sample_generator,
-            with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows,
+            with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows, fast=self.lean,
         )
         if switch:
             policy.train()
@@ -214,7 +214,14 @@ class Engine(UpdateLoop, L.LightningModule):
     def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
         return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
                               rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
-                              top_p=self.config.rollout.top_p, with_entropy=with_entropy)
+                              top_p=self.config.rollout.top_p, with_entropy=with_entropy, fast=self.lean)
+
+    @property
+    def lean(self) -> bool:
+        """Whether the lean Qwen2 path may run: not under a sharding strategy (FSDP), where weights are
+        gathered only inside each module's own forward, which the lean path does not call."""
+        trainer = self._trainer
+        return trainer is None or "FSDP" not in type(trainer.strategy).__name__
 
     def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
         if self.ref_policy is None and is_adapted(self.policy):
@@ -223,7 +230,7 @@ class Engine(UpdateLoop, L.LightningModule):
         return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
 
     def values(self, rollout: Rollout) -> torch.Tensor:
-        return self.critic(rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1])
+        return self.critic(rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1], fast=self.lean)
 
     # ----- the RL step ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

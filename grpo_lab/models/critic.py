@@ -35,14 +35,15 @@ class ValueModel(nn.Module):
         head_dtype = next(trunk.parameters()).dtype
         return cls(trunk, trunk.config.hidden_size).to(head_dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_len: int,
+                fast: bool = True) -> torch.Tensor:
         """Values (B, T) of the last `completion_len` positions of `input_ids` (prompt + completion).
 
         The value of completion token t is read at the position that predicts it (t - 1), like the
         policy's log-prob of that token.
         """
         T = completion_len
-        if fast_qwen2.supports(self.trunk):  # each distinct prompt once, like the policy's log-probs
+        if fast and fast_qwen2.supports(self.trunk):  # each distinct prompt once, like the policy's log-probs
             hidden = fast_qwen2.completion_hidden(self.trunk, input_ids[:, :-T], attention_mask[:, :-T],
                                                   input_ids[:, -T:], attention_mask[:, -T:])
         else:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import torch
 
-from grpo_lab.config import Config
+from grpo_lab.config import Config, ConfigError
 from grpo_lab.runs.result import RunResult
 from grpo_lab.runs.threads import ThreadShare
 
@@ -95,6 +95,9 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     from grpo_lab.runs.warm_start import warm_start
 
     device = resolve_device(config.train.device)
+    if "fsdp" in config.train.strategy and device == "cpu":
+        raise ConfigError(f"train.strategy is {config.train.strategy}, which Lightning runs on GPUs only; on CPUs use "
+                          "train.strategy: ddp")
     out_dir = run_dir(config)
     if resume_from is not None:  # read first: a refused or damaged checkpoint stops the run before anything starts
         info = read_resume_info(resume_from)
