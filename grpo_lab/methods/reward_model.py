@@ -252,6 +252,11 @@ class RewardPairs:
             epoch, offset = divmod(step * size + len(picked), n)
             order = torch.randperm(n, generator=generator(ctx.config.seed, Stream.REWARD_ORDER, 0, epoch)).tolist()
             picked.extend(order[offset: offset + size - len(picked)])
+        rank, world = ctx.shard()  # over several processes each trains on its slice of the step's pairs
+        if size % world:
+            raise TrainingError(f"reward_model.batch_size={size} pairs do not split over {world} processes; make it "
+                                "a multiple of train.devices x train.num_nodes")
+        picked = picked[rank * size // world:(rank + 1) * size // world]
         pairs = [self.train[i] for i in picked]
         return StepData(pair_batch(pairs, ctx.tokenizer.pad_token_id, ctx.device), metrics)
 
