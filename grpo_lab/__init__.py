@@ -8,6 +8,7 @@ _LAZY = {
     "run": "grpo_lab.runs", "RunResult": "grpo_lab.runs",
     "Engine": "grpo_lab.engine", "SFT": "grpo_lab.engine", "RFT": "grpo_lab.engine", "OnlineRFT": "grpo_lab.engine",
     "DPO": "grpo_lab.engine", "PPO": "grpo_lab.engine", "GRPO": "grpo_lab.engine", "OffPolicyGRPO": "grpo_lab.engine",
+    "RewardModeling": "grpo_lab.engine",
     "Config": "grpo_lab.config", "load_config": "grpo_lab.config",
 }
 

@@ -85,7 +85,12 @@ def cmd_paradigm(args) -> int:
     print("The methods as grpo_lab runs them (grpo_lab.methods.RECIPES): each a data source, a reward (the task's "
           "verifier plus shaping), an advantage estimator and objectives; every method also reads task, model, sft, "
           "train, tracking, optim and rollout.{prompts_per_step, group_size, max_new_tokens, temperature, top_p}.\n")
-    print(paradigm_table())
+    config = None
+    if args.config is not None or args.set:  # the reward column as a run of this config would score
+        from grpo_lab.config import load_config
+
+        config = load_config(args.config, args.set)
+    print(paradigm_table(config))
     print("\nDeepSeekMath Table 10, the paradigm these recipes implement:\n")
     print(format_table())
     return 0
@@ -201,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("paradigm", help="the methods as data source, reward and gradient coefficient, and the config of each")
+    p.add_argument("config", type=Path, nargs="?", default=None,
+                   help="a run's YAML: the reward column shows what it scores with (Model for reward.model)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (repeatable)")
     p.set_defaults(func=cmd_paradigm)
 
     p = sub.add_parser("report", help="a grid's runs from MLflow -> results/NAME/README.md (claims, CIs, tests, verdicts) + plots")

@@ -26,6 +26,8 @@ class Stream(IntEnum):
     SAMPLER_NOISE = 6  # noise on a behaviour policy's logits
     REPLAY = 7  # which replayed groups join a step
     POOL_ORDER = 8  # the shuffle of an offline pool (parts: first step of the pool)
+    REWARD_PAIRS = 9  # a reward model's pairs: prompts, samples, flipped labels, replay (parts: iteration, what)
+    REWARD_ORDER = 10  # the order reward-model pairs are trained in (parts: iteration, epoch)
 
 
 def stream_seed(seed: int, stream: Stream, *parts: int) -> int:

@@ -28,9 +28,15 @@ VALUES = {  # a valid non-default value where "the default plus one" is not
     "model.adapter.target_modules": ["q_proj"],
     "task.train_split": "other", "task.eval_split": "other", "task.compare": "numeric",
 }
+VALUES.update({  # the learned-reward, reward-model, iterative and reference sections
+    "reward.model": "a/reward_model/folder", "reward_model.pairs": "dataset", "reward_model.chosen": "good",
+    "reward_model.rejected": "bad", "reference.mixup_alpha": 0.3,
+})
+VALUES.setdefault("model.adapter.type", "lora")  # the adapter section's keys (added before it had a value here)
 COMPANIONS = {  # keys another key needs to be valid at all
     "loss.kl_placement": {"loss.kl_beta": 0.1}, "loss.level": {"loss.clip_high": 0.3},
     "offpolicy.staleness": {"offpolicy.eta": 4},
+    "reference.mixup_alpha": {"reference.sync_every": 2},
 }
 BASE = {"rollout": {"group_size": 4, "prompts_per_step": 4}}
 

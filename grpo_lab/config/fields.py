@@ -8,7 +8,7 @@ from typing import Any
 
 from grpo_lab.errors import GrpoLabError
 
-METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo")  # the built-in recipes
+METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo", "reward_model")  # the built-in recipes
 AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
 POLICY_OBJECTIVES = ("clipped", "cispo")  # the built-in policy losses
 ADVANTAGE_ESTIMATORS = ("group", "rloo", "process", "reinforce_pp", "gae", "indicator")  # the built-in estimators

@@ -66,7 +66,9 @@ def _set_dotted(data: dict, key: str, value: Any) -> None:
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # a key that may hold a mapping (reward.model) and holds none yet
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: '{part}' is not a section")
     node[parts[-1]] = value

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from grpo_lab.config.fields import METHODS, _check, knob
+from grpo_lab.config.reward import IterativeConfig, ReferenceConfig, RewardConfig, RewardModelConfig
 from grpo_lab.config.sections import (
     AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig, OffPolicyConfig, OptimConfig, RolloutConfig,
     SFTConfig, TaskConfig, TrackingConfig, TrainConfig,
@@ -22,7 +23,7 @@ from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, RUN_ONLY_KEYS, is_r
 @dataclass(frozen=True)
 class Config:
     name: str = knob("run", "experiment name, used in run names and paths")
-    method: str = knob("grpo", "sft | rft | online_rft | dpo | ppo | grpo | offpolicy_grpo")
+    method: str = knob("grpo", "sft | rft | online_rft | dpo | ppo | grpo | offpolicy_grpo | reward_model")
     seed: int = knob(0, "the RL run's seed (sampling, data order); the warm start has its own")
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -36,6 +37,15 @@ class Config:
     dpo: DPOConfig = field(default_factory=DPOConfig)  # method: dpo only
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig, metadata={  # online methods
+        "help": "a learned reward instead of the task's (model, batch_size, kl_initial)", "added": True})
+    reward_model: RewardModelConfig = field(default_factory=RewardModelConfig, metadata={  # method: reward_model
+        "help": "training a Bradley-Terry reward model (pairs, label_noise, lr, ...)", "added": True})
+    iterative: IterativeConfig = field(default_factory=IterativeConfig, metadata={  # online methods
+        "help": "iterative RL, DeepSeekMath Algorithm 1 (iterations, reset_reference, retrain_reward_model, ...)",
+        "added": True})
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig, metadata={  # methods with a KL term
+        "help": "periodic reference updates (sync_every, mixup_alpha)", "added": True})
 
     def __post_init__(self):
         _check(self.method in METHODS or ":" in self.method,

@@ -68,3 +68,33 @@ def dpo_pair_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor
     ref_chosen, ref_rejected = ref.chunk(2)
     result = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=beta, label_smoothing=label_smoothing)
     return DPOResult(result.loss.mean(), result.metrics)
+
+
+class PairLossResult(NamedTuple):
+    loss: torch.Tensor  # (N,) loss per pair
+    metrics: dict[str, torch.Tensor]  # detached scalars
+
+
+def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> PairLossResult:
+    """Bradley-Terry loss of a reward model per preference pair, shape (N,).
+
+    ``chosen_rewards`` and ``rejected_rewards`` are the scalar rewards r(x, y+) and r(x, y-) of the
+    N pairs, (N,) each. Under the Bradley-Terry model P(y+ > y-) = sigmoid(r(x, y+) - r(x, y-)), and
+    the loss is its negative log-likelihood (InstructGPT 2203.02155, Eq. 1; DeepSeekMath's reward
+    model):
+
+    ``loss = -log sigmoid(r(x, y+) - r(x, y-))``
+
+    Metrics: ``reward_model/accuracy`` = fraction of pairs with r(x, y+) > r(x, y-), a tie counting
+    half (a model that tells nothing apart, like a zero head, scores the chance level 0.5),
+    ``reward_model/margin`` = mean of r(x, y+) - r(x, y-).
+    """
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(f"chosen and rejected rewards differ in shape: {tuple(chosen_rewards.shape)} vs "
+                         f"{tuple(rejected_rewards.shape)}")
+    margin = chosen_rewards - rejected_rewards
+    loss = -F.logsigmoid(margin)
+    with torch.no_grad():
+        correct = (margin > 0).float() + 0.5 * (margin == 0).float()
+        metrics = {"reward_model/accuracy": correct.mean(), "reward_model/margin": margin.mean()}
+    return PairLossResult(loss, metrics)

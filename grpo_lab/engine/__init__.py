@@ -1,8 +1,11 @@
 """The engine that runs every method's recipe, and the method classes bound to it."""
 
-from grpo_lab.engine.methods import DPO, GRPO, MODULES, PPO, RFT, SFT, OffPolicyGRPO, OnlineRFT, module_class
+from grpo_lab.engine.methods import (
+    DPO, GRPO, MODULES, PPO, RFT, SFT, OffPolicyGRPO, OnlineRFT, RewardModeling, module_class,
+)
 from grpo_lab.engine.module import Engine
 from grpo_lab.errors import RewardError, TrainingError
 
 __all__ = ["DPO", "GRPO", "MODULES", "PPO", "RFT", "SFT", "Engine", "OffPolicyGRPO", "OnlineRFT", "RewardError",
+           "RewardModeling",
            "TrainingError", "module_class"]

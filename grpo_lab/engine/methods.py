@@ -48,7 +48,14 @@ class OffPolicyGRPO(Engine):
     recipe_name = "offpolicy_grpo"
 
 
-MODULES = {cls.recipe_name: cls for cls in (SFT, RFT, OnlineRFT, DPO, PPO, GRPO, OffPolicyGRPO)}
+class RewardModeling(Engine):
+    """A Bradley-Terry reward model on preference pairs (InstructGPT §3.5): the policy's trunk with a scalar
+    head read at the last completion token, trained on -log sigmoid(r(x, y+) - r(x, y-))."""
+
+    recipe_name = "reward_model"
+
+
+MODULES = {cls.recipe_name: cls for cls in (SFT, RFT, OnlineRFT, DPO, PPO, GRPO, OffPolicyGRPO, RewardModeling)}
 
 
 def module_class(method: str) -> type[Engine]:

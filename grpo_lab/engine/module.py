@@ -29,6 +29,8 @@ from grpo_lab.errors import TrainingError
 from grpo_lab.methods import ADVANTAGES, DATA, FILTERS, OBJECTIVES, SHAPING, check_config
 from grpo_lab.methods.batch import Batch
 from grpo_lab.methods.data import Online
+from grpo_lab.methods.iterative import SCHEDULES
+from grpo_lab.methods.reward_model import reward_model_for
 from grpo_lab.methods.objectives import Correction
 from grpo_lab.methods.rewards import score
 from grpo_lab.models import fast_qwen2
@@ -69,7 +71,7 @@ class Engine(UpdateLoop, L.LightningModule):
 
     recipe_name: Optional[str] = None
 
-    def __init__(self, config, policy, tokenizer, task, ref_policy=None):
+    def __init__(self, config, policy, tokenizer, task, ref_policy=None, reward_model=None):
         super().__init__()
         if self.recipe_name is not None and config.method != self.recipe_name:
             raise ConfigError(f"{type(self).__name__} runs method {self.recipe_name}, but the config says method "
@@ -99,6 +101,12 @@ class Engine(UpdateLoop, L.LightningModule):
         if self.ref_policy is not None:
             self.ref_policy.requires_grad_(False).eval()
         self.critic = ValueModel.from_policy(policy) if "critic" in self.trained_models() else None
+        # a reward model the recipe trains, or a learned reward (reward.model: a frozen module or folder)
+        self.reward_model = reward_model_for(config, policy, reward_model, trained="reward_model" in self.trained_models())
+        self.initial_policy = copy.deepcopy(policy).requires_grad_(False) if config.reward.kl_initial else None
+        self.schedules = [SCHEDULES.get(name).obj(config) for name in recipe.schedules]
+        if "policy" not in self.trained_models():  # a reward_model run: the policy only samples pairs
+            self.policy.requires_grad_(False)
         self.behaviour_model = Online.behaviour_copy(config, policy) if isinstance(self.source, Online) else None
         self.step_count = 0
         self.budget = {"prompts": 0, "samples": 0, "tokens": 0, "updates": 0}
@@ -116,7 +124,7 @@ class Engine(UpdateLoop, L.LightningModule):
         sampler's, the learner's and the reference's are all of one deterministic network, and the
         ratio is 1 where theta = theta_old. (A model without dropout computes the same either way.)"""
         super().train(mode)
-        for model in (self.policy, self.ref_policy, self.behaviour_model):
+        for model in (self.policy, self.ref_policy, self.behaviour_model, self.reward_model, self.initial_policy):
             if model is not None:
                 model.eval()
         return self
@@ -251,10 +259,13 @@ class Engine(UpdateLoop, L.LightningModule):
 
     def rl_step(self, step: int) -> dict:
         """collect -> advantages -> prepare -> updates; the step's metrics."""
+        between = {}
+        for schedule in self.schedules:  # iterative RL, reference sync
+            between.update(schedule.before_step(self, step))
         t0 = time.perf_counter()
         data = self.source.collect(self, step)
         t1 = time.perf_counter()
-        metrics = dict(data.metrics)
+        metrics = {**between, **data.metrics}
         batch = self.prepare(data.batch, metrics) if data.batch is not None else None
         t2 = time.perf_counter()
         if batch is not None:
@@ -301,9 +312,12 @@ class Engine(UpdateLoop, L.LightningModule):
                  chunk: int = 64) -> dict:
         """Greedy accuracy and k samples per held-out prompt (see `grpo_lab.engine.evaluate`)."""
         table: list[dict] = []
-        metrics = evaluate(self, examples if examples is not None else self.eval_examples,
-                           samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
-                           table_rows=self.config.train.eval_table)
+        if hasattr(self.source, "evaluate"):  # a source with held-out data of its own (reward-model pairs)
+            metrics = self.source.evaluate(self)
+        else:
+            metrics = evaluate(self, examples if examples is not None else self.eval_examples,
+                               samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
+                               table_rows=self.config.train.eval_table)
         self.eval_table = table
         if log:
             self.last_eval = metrics
@@ -334,6 +348,7 @@ class Engine(UpdateLoop, L.LightningModule):
             "history": list(self.history),  # a resumed run returns (and compares) the whole run's rows
             "last_eval": dict(self.last_eval),
             "data": self.source.state_dict(),
+            "schedules": [schedule.state_dict() for schedule in self.schedules],
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -345,3 +360,5 @@ class Engine(UpdateLoop, L.LightningModule):
         self.history = list(state.get("history", []))
         self.last_eval = dict(state.get("last_eval", {}))
         self.source.load_state_dict(state.get("data", {}))
+        for schedule, saved in zip(self.schedules, state.get("schedules", [])):
+            schedule.load_state_dict(saved)

@@ -190,7 +190,8 @@ class UpdateLoop:
 
     def configure_optimizers(self):
         """One optimizer per trained model: the policy's AdamW (fused where available) with linear
-        warm-up over `optim.warmup_steps` updates, and the critic's AdamW at `critic.lr`."""
+        warm-up over `optim.warmup_steps` updates, and the critic's AdamW at `critic.lr` (a reward
+        model's at `reward_model.lr`)."""
         o = self.config.optim
         optimizers, schedulers = [], []
         for model in self.trained_models():
@@ -203,7 +204,8 @@ class UpdateLoop:
                     warm = o.warmup_steps
                     schedulers.append(torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, (n + 1) / warm)))
             else:
-                opt = torch.optim.AdamW(self.trained_parameters(model), lr=self.config.critic.lr,
+                lr = next(o for o in self.objectives if o.model == model).learning_rate()  # critic.lr, reward_model.lr
+                opt = torch.optim.AdamW(self.trained_parameters(model), lr=lr,
                                         betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
             optimizers.append(opt)
         return optimizers, schedulers

@@ -134,7 +134,14 @@ gae.token_level = True
 
 @ADVANTAGES.register("indicator")
 def indicator(ctx, batch: Batch) -> Estimate:
-    """I(o): 1 on correct completions, which alone are trained on (RFT, Eq. 10)."""
-    keep = batch.correct.nonzero().flatten()
+    """I(o): 1 on correct completions, which alone are trained on (RFT, Eq. 10); with a learned reward
+    (`reward.model`), 1 on the completion the reward model ranks first in its group (best-of-G)."""
+    if ctx.config.reward.learned:
+        G = ctx.config.rollout.group_size
+        firsts = batch.rewards.view(-1, G).argmax(-1) + torch.arange(batch.rows // G, device=batch.rewards.device) * G
+        chosen = torch.zeros_like(batch.correct).index_fill_(0, firsts, True)
+    else:
+        chosen = batch.correct
+    keep = chosen.nonzero().flatten()
     metrics = {"rft/kept": float(keep.numel()), "rft/skipped": float(keep.numel() == 0)}
-    return Estimate(batch.correct.float(), metrics, keep)
+    return Estimate(chosen.float(), metrics, keep)

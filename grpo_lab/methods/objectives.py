@@ -74,6 +74,10 @@ class Objective:
     def norm(self) -> float:
         return self.config.loss.norm or self.config.rollout.max_new_tokens
 
+    def learning_rate(self) -> float:
+        """The learning rate of this objective's model's optimizer."""
+        return self.config.optim.lr
+
 
 @OBJECTIVES.register("policy", reads=("loss.aggregation", "loss.norm", "loss.entropy_coef", "loss.objective",
                                       "rollout.mask_truncated") + KL_KEYS)
@@ -219,6 +223,9 @@ class ValueObjective(Objective):
 
     def holds_policy(self, ctx) -> bool:
         return ctx.step_count < self.config.critic.warmup
+
+    def learning_rate(self) -> float:
+        return self.config.critic.lr
 
     def prepare(self, ctx, batch: Batch) -> dict:
         return {"actor/trained": float(not self.holds_policy(ctx))}

@@ -15,9 +15,11 @@ from typing import Optional
 from grpo_lab.config import Config, ConfigError
 from grpo_lab.methods.advantages import ADVANTAGES
 from grpo_lab.methods.data import DATA, FILTERS
+from grpo_lab.methods.iterative import SCHEDULES
 from grpo_lab.methods.objectives import OBJECTIVES, POLICY_LOSSES, Correction
 from grpo_lab.methods.registry import Entry, Registry, RegistryError
 from grpo_lab.methods.rewards import SHAPING
+from grpo_lab.methods.reward_model import RewardPairs  # noqa: F401 (registers the reward_model components)
 
 # keys every recipe reads: the run, the task, the model and its warm start, the sampler's shape and
 # temperature (evaluation samples too), the optimizer and the update loop
@@ -42,6 +44,7 @@ class Recipe:
     reward: str = "Rule"  # what scores completions, for the paradigm table
     gradient_coefficient: str = ""
     doc: str = ""
+    schedules: tuple[str, ...] = ()  # SCHEDULES: between steps (iterative RL, reference sync)
 
     def estimator(self, config: Config) -> Optional[str]:
         """The advantage estimator this recipe runs with under `config`."""
@@ -60,7 +63,19 @@ class Recipe:
             out += [POLICY_LOSSES.get(name) for name in losses]
         if self.correction:
             out.append(Entry("correction", Correction, Correction.reads, Correction.check))
+        out += [SCHEDULES.get(s) for s in self.schedules]
         return out
+
+    def reward_of(self, config: Config) -> str:
+        """What scores completions under `config`: "Model" where a component replaces the task's reward
+        with a learned one (`reward.model`), else the recipe's own (`reward`)."""
+        learned = any(getattr(SHAPING.get(s).obj, "replaces_reward", lambda c: False)(config) for s in self.shaping)
+        return "Model" if learned else self.reward
+
+    def has_reference(self, config: Config) -> bool:
+        """Whether a run of this recipe under `config` keeps a reference model (a KL term, DPO)."""
+        parts = [OBJECTIVES.get(o).obj for o in self.objectives] + [SHAPING.get(s).obj for s in self.shaping]
+        return any(getattr(p, "needs_reference", lambda c: False)(config) for p in parts)
 
     def reads(self, config: Config, *, every_choice: bool = False) -> tuple[str, ...]:
         keys = list(COMMON_READS)
@@ -80,15 +95,18 @@ def register_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-ONLINE = dict(data="online", shaping=("overlong", "kl"), correction=True)
+ONLINE = dict(data="online", shaping=("reward_model", "overlong", "kl"), correction=True,
+              schedules=("iterative", "reference_sync"))
 register_recipe(Recipe("sft", "references", ("supervised",), gradient_coefficient="1",
                        doc="SFT continued on the task's references of P x G prompts per step"))
 register_recipe(Recipe("rft", "rft_pool", ("supervised",), gradient_coefficient="I(o)",
                        doc="SFT loss on correct completions sampled once from the SFT policy"))
 register_recipe(Recipe("online_rft", "online", ("supervised",), advantage="indicator", gradient_coefficient="I(o)",
-                       doc="SFT loss on the correct ones of P x G samples of the current policy"))
+                       doc="SFT loss on the correct ones of P x G samples of the current policy",
+                       shaping=("reward_model",), schedules=("iterative",)))
 register_recipe(Recipe("dpo", "preference_pairs", ("dpo",), gradient_coefficient="sigma(beta (h- - h+)) on o+ and o-",
-                       doc="DPO on (correct, wrong) pairs sampled from the SFT policy, the SFT model as reference"))
+                       doc="DPO on (correct, wrong) pairs sampled from the SFT policy, the SFT model as reference",
+                       schedules=("reference_sync",)))
 register_recipe(Recipe("ppo", objectives=("policy", "value"), advantage="gae", gradient_coefficient="A_t (GAE)",
                        doc="clipped surrogate with GAE advantages from a critic, plus the critic's value loss",
                        **ONLINE))
@@ -97,6 +115,11 @@ for _name, _doc in (("grpo", "clipped surrogate with group-relative advantages (
                                        "and importance correction: the offpolicy section")):
     register_recipe(Recipe(_name, objectives=("policy",), estimators=GROUP_ESTIMATORS, refill="zero_variance",
                            gradient_coefficient="A_i,t + beta (pi_ref / pi_theta - 1)", doc=_doc, **ONLINE))
+
+register_recipe(Recipe("reward_model", "reward_pairs", ("bradley_terry",), reward="Rule (pairs)",
+                       gradient_coefficient="-",
+                       doc="a Bradley-Terry reward model (the policy's trunk, a scalar head at the last completion "
+                           "token) on preference pairs: policy samples labelled by the verifier, or a dataset's"))
 
 
 def get_recipe(name: str) -> Recipe:
@@ -152,6 +175,10 @@ def check_config(config: Config) -> Recipe:
     for entry in recipe.entries(config):
         if entry.check is not None:
             entry.check(config)
+        key = getattr(entry.obj, "needs_reference", None) if entry.kind == "schedule" else None
+        if key is not None and key(config) and not recipe.has_reference(config):
+            raise ConfigError(f"{key(config)} moves the reference model, but method {recipe.name} keeps none here "
+                              "(no KL term); set loss.kl_beta > 0 or remove it")
     return recipe
 
 
@@ -196,7 +223,7 @@ def paradigm_table(config: Config | None = None) -> str:
     for name in RECIPES.names():
         recipe = RECIPES.get(name).obj
         source = DATA.get(recipe.data).doc or recipe.data
-        reward = " + ".join([recipe.reward] + [s for s in recipe.shaping])
+        reward = " + ".join([recipe.reward_of(config)] + [s for s in recipe.shaping if s != "reward_model"])
         advantage = " \\| ".join(recipe.estimators) if recipe.estimators else (recipe.advantage or "-")
         keys = [k for k in recipe.reads(config, every_choice=True) if k not in COMMON_READS]
         cells = [f"`method: {name}`", source, reward, advantage, ", ".join(recipe.objectives),

@@ -18,8 +18,10 @@ from grpo_lab.errors import RewardError
 from grpo_lab.methods.batch import Batch
 from grpo_lab.methods.registry import Registry
 from grpo_lab.rollout.encode import decode_completions
+from grpo_lab.rollout.sampler import inference
 
 KL_KEYS = ("loss.kl_beta", "loss.kl_estimator", "loss.kl_placement")
+REWARD_KEYS = ("reward.*",)
 SHAPING = Registry("reward shaping")
 
 
@@ -89,3 +91,49 @@ def kl_in_reward(ctx, batch: Batch) -> tuple[Batch, dict]:
 
 
 kl_in_reward.needs_reference = kl_needs_reference
+
+
+def model_rewards(model, rollout, *, chunk: int) -> torch.Tensor:
+    """A reward model's r(x, y) (B,) of a rollout's rows, `chunk` rows per forward, under inference mode."""
+    rows = rollout.completion_ids.shape[0]
+    parts = [inference(model.score)(rollout.select(torch.arange(start, min(start + chunk, rows))))
+             for start in range(0, rows, chunk)]
+    return torch.cat(parts).to(rollout.completion_mask.device)
+
+
+def kl_to_initial(ctx, rollout) -> float:
+    """KL(pi || pi_init) of the sampled rows: the mean over rows of sum_t (log pi - log pi_init) (k1, an
+    unbiased estimate under samples of pi), pi's log-probs being the sampler's."""
+    init_logp = inference(ctx.logprobs)(rollout, policy=ctx.initial_policy)[0]
+    return float(((rollout.logprobs - init_logp) * rollout.completion_mask).sum(-1).mean())
+
+
+def check_learned_reward(config) -> None:
+    from pathlib import Path
+
+    from grpo_lab.config import ConfigError
+
+    model = config.reward.model
+    if isinstance(model, str) and not (Path(model).expanduser() / "config.json").exists():
+        what = "does not exist" if not Path(model).expanduser().exists() else "has no config.json"
+        raise ConfigError(f"reward.model {model} {what}; give the folder of a reward model (a reward_model run's "
+                          "reward_model/ folder), or a reward-model config mapping")
+
+
+@SHAPING.register("reward_model", reads=REWARD_KEYS, check=check_learned_reward)
+def learned_reward(ctx, batch: Batch) -> tuple[Batch, dict]:
+    """A learned reward model's r(x, y) replaces the task's reward (`reward.model`; DeepSeekMath Table 10's
+    "Model" reward); the task's reward is logged as `rollout/true_reward` beside `rollout/proxy_reward`,
+    and `batch.correct` stays the verifier's. With `reward.kl_initial`, logs `rollout/kl_initial`."""
+    metrics = {}
+    if getattr(ctx, "initial_policy", None) is not None:
+        metrics["rollout/kl_initial"] = kl_to_initial(ctx, batch.rollout)
+    if not ctx.config.reward.learned:
+        return batch, metrics
+    proxy = model_rewards(ctx.reward_model, batch.rollout, chunk=ctx.config.reward.batch_size)
+    metrics.update({"rollout/true_reward": float(batch.rewards.mean()), "rollout/proxy_reward": float(proxy.mean()),
+                    "rollout/proxy_reward_std": float(proxy.std()) if proxy.numel() > 1 else 0.0})
+    return replace(batch, rewards=proxy), metrics
+
+
+learned_reward.replaces_reward = lambda config: config.reward.learned

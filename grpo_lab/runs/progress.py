@@ -11,7 +11,8 @@ from typing import Optional
 import lightning as L
 
 SHOWN = (("rollout/reward_mean", "reward"), ("rollout/accuracy", "accuracy"), ("actor/loss", "loss"),
-         ("critic/value_loss", "value loss"), ("sft_loss", "loss"))
+         ("critic/value_loss", "value loss"), ("sft_loss", "loss"), ("reward_model/loss", "loss"),
+         ("reward_model/accuracy", "pair accuracy"))
 
 
 def _minutes(seconds: float) -> str:
@@ -71,7 +72,8 @@ class EvalLines:
         self.stream, self.then = stream or sys.stderr, then
 
     def __call__(self, step: int, metrics: dict) -> None:
-        shown = [f"{k.split('/')[-1]} {metrics[k]:.3f}" for k in ("eval/accuracy", "eval/greedy_accuracy")
+        shown = [f"{k.split('/')[-1]} {metrics[k]:.3f}" for k in ("eval/accuracy", "eval/greedy_accuracy",
+                                                                  "eval/pair_accuracy", "eval/reward_margin")
                  if k in metrics]
         tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.stream.write(("\r\033[K" if tty else "") + f"eval at step {step}: " + ", ".join(shown) + "\n")

@@ -23,7 +23,7 @@ class RunResult:
         """The before/after table of the held-out metrics, and where the run is."""
         k = self.config.train.eval_samples
         keys = ["eval/accuracy", "eval/greedy_accuracy", f"eval/pass_at_{k}", f"eval/maj_at_{k}", "eval/len_correct",
-                "eval/len_wrong", "eval/entropy"]
+                "eval/len_wrong", "eval/entropy", "eval/pair_accuracy", "eval/reward_margin"]
         lines = [f"| metric | before (step 0) | after (step {self.config.train.steps}) |", "|---|---|---|"]
         for key in keys:
             if key in self.metrics:

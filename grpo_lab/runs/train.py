@@ -91,6 +91,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     from grpo_lab.runs import tracking
     from grpo_lab.runs.checkpoint import PeriodicCheckpoint, SafeCheckpointIO, checkpoint_dir, read_resume_info, run_dir
     from grpo_lab.runs.progress import EvalLines, StepProgress
+    from grpo_lab.runs.reward_cache import FOLDER, reward_model_of, save_reward_model
     from grpo_lab.runs.threads import callback as follow_share
     from grpo_lab.runs.warm_start import warm_start
 
@@ -107,9 +108,10 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     task = build_task_for(config)
     policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
     share.update(force=True)  # the warm start trained with a thread count of its own
+    reward_model = reward_model_of(config, share, train=_run, progress=progress)  # a learned reward (cached)
     policy = for_training(policy, config.model)
     torch.manual_seed(config.seed)
-    module = module_class(config.method)(config, policy, tokenizer, task)
+    module = module_class(config.method)(config, policy, tokenizer, task, reward_model=reward_model)
     module.on_eval = EvalLines(then=on_eval) if progress else on_eval
     logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False
     callbacks = list(callbacks or []) + [follow_share(share)]
@@ -135,6 +137,8 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     checkpoint = out_dir / "final.ckpt"
     trainer.save_checkpoint(checkpoint)
     (out_dir / "config.yaml").write_text(config.to_yaml())
+    if trainer.is_global_zero:
+        save_reward_model(module, out_dir / FOLDER)  # a reward_model run's model, as a transformers folder
     initial = next((row for row in module.history if row["step"] == 0 and "eval/accuracy" in row), {})
     result = RunResult(run_id=logger.run_id if log else None, config=config, metrics=dict(module.last_eval),
                        initial=initial, history=module.history, checkpoint=checkpoint, sft_path=sft_path)
