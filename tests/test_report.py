@@ -103,3 +103,23 @@ def test_few_seeds_do_not_fail_a_claim_on_the_bootstrap_ci_alone():
     assert decide(-0.006, (-0.01, -0.002), 0.89, seeds=2)[0] == INCONCLUSIVE
     assert decide(-0.006, (-0.01, -0.002), 0.89, seeds=5)[0] == DOES_NOT_HOLD
     assert decide(-0.006, (-0.01, -0.002), 0.01, seeds=2)[0] == DOES_NOT_HOLD  # the test still decides
+
+
+def test_a_margin_claim_is_decided_by_the_ci_against_the_margin():
+    from grpo_lab.analysis.claims import ReportError, claim_from_dict
+    from grpo_lab.analysis.report import DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, decide
+
+    claim = claim_from_dict({"better": "bf16", "worse": "fp32", "margin": 0.02})
+    assert claim.margin == 0.02 and claim.at_least_as_good
+    assert "not worse by more than 0.02" in claim.text
+    # worse by 0.01 on average, but the whole CI above -0.02: not worse by more than the margin
+    assert decide(-0.01, (-0.015, -0.005), 0.001, seeds=5, margin=0.02)[0] == HOLDS
+    assert decide(-0.03, (-0.04, -0.025), 0.001, seeds=5, margin=0.02)[0] == DOES_NOT_HOLD
+    verdict, reason = decide(0.0, (-0.03, 0.03), 0.9, seeds=5, margin=0.02)
+    assert verdict == INCONCLUSIVE and "-0.02" in reason
+    # without the margin the same numbers fail "at least as good"
+    assert decide(-0.01, (-0.015, -0.005), 0.001, seeds=5, at_least_as_good=True)[0] == DOES_NOT_HOLD
+    with pytest.raises(ReportError, match="a margin must be > 0"):
+        claim_from_dict({"better": "a", "worse": "b", "margin": 0})
+    with pytest.raises(ReportError, match="give a number"):
+        claim_from_dict({"better": "a", "worse": "b", "margin": "small"})

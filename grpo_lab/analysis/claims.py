@@ -40,6 +40,8 @@ class Claim:
     a factor value alone (``grpo``) or by some of its ``key=value`` parts
     (``method=grpo,estimator=process``; a key may drop its section prefix). ``step=s`` compares
     each run's value at its last evaluation at or before step ``s`` instead of its final value.
+    ``margin=m`` makes it a non-inferiority claim with a margin: "better is not worse than worse by
+    more than m" (in metric units), decided by the CI of the difference (implies at_least_as_good).
     """
 
     text: str
@@ -48,10 +50,13 @@ class Claim:
     metric: str | None = None
     at_least_as_good: bool = False
     step: int | None = None
+    margin: float | None = None
 
     def __post_init__(self):
         if self.better == self.worse:
             raise ReportError(f"claim {self.text!r} compares arm {self.better!r} with itself")
+        if self.margin is not None and not self.margin > 0:
+            raise ReportError(f"claim {self.text!r} has margin {self.margin}; a margin must be > 0")
 
 
 def parse_claim(text: str, *, metric: str | None = None, step: int | None = None) -> Claim:
@@ -65,13 +70,13 @@ def parse_claim(text: str, *, metric: str | None = None, step: int | None = None
     raise ReportError(f"claim {text!r} is not of the form 'better>worse' or 'better>=worse'")
 
 
-CLAIM_KEYS = ("text", "better", "worse", "metric", "at_least_as_good", "step")
+CLAIM_KEYS = ("text", "better", "worse", "metric", "at_least_as_good", "step", "margin")
 
 
 def claim_from_dict(entry: dict | str) -> Claim:
     """A claim from a grid file's ``claims:`` list: a ``"better>worse"`` string or a mapping
     with keys ``better``, ``worse`` and optionally ``text``, ``metric``, ``at_least_as_good``,
-    ``step``."""
+    ``step``, ``margin``."""
     if isinstance(entry, str):
         return parse_claim(entry)
     if not isinstance(entry, dict) or not {"better", "worse"} <= set(entry):
@@ -81,11 +86,19 @@ def claim_from_dict(entry: dict | str) -> Claim:
         raise ReportError(f"claim {entry!r} has unknown keys {sorted(unknown)}; "
                           f"use {', '.join(CLAIM_KEYS)}")
     better, worse = str(entry["better"]), str(entry["worse"])
-    at_least = bool(entry.get("at_least_as_good", False))
-    text = entry.get("text") or f"{better} {'is at least as good as' if at_least else 'beats'} {worse}"
+    margin = entry.get("margin")
+    at_least = bool(entry.get("at_least_as_good", False)) or margin is not None
+    kind = "is at least as good as" if at_least else "beats"
+    if margin is not None:
+        try:
+            margin = float(margin)
+        except (TypeError, ValueError):
+            raise ReportError(f"claim {entry!r} has margin {margin!r}; give a number (e.g. 0.02)") from None
+        kind = f"is not worse by more than {margin:g} than"
+    text = entry.get("text") or f"{better} {kind} {worse}"
     step = entry.get("step")
     return Claim(str(text), better, worse, entry.get("metric"), at_least,
-                 None if step is None else int(step))
+                 None if step is None else int(step), margin)
 
 
 def view_label(metric: str, step: int | None) -> str:

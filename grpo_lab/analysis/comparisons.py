@@ -10,6 +10,9 @@ flipped when lower is better; p = Holm-adjusted p of the t test):
   ``inconclusive`` otherwise.
 - ``at_least_as_good`` claim (non-inferiority without a margin): ``does not hold`` under the
   same two conditions (``worse`` is significantly better), ``holds`` otherwise.
+- claim with a ``margin`` m (non-inferiority with a margin, "not worse by more than m"): ``holds``
+  if the CI of the improvement lies entirely above -m, ``does not hold`` if entirely below -m,
+  ``inconclusive`` otherwise (with few seeds the CI is the t-interval of the difference).
 
 Fewer than ``MIN_SEEDS_FOR_CI`` (5) seeds in an arm: a percentile bootstrap over 2-4 values is
 far too narrow, so such an arm's mean gets a Student t-interval (its IQM no interval), a
@@ -86,6 +89,7 @@ def decide(
     seeds: int | None = None,
     needed_seeds: float | None = None,
     power: float = 0.8,
+    margin: float | None = None,
 ) -> tuple[str, str]:
     """Verdict and its reason from the oriented improvement, its CI and the Holm-adjusted p.
 
@@ -96,6 +100,8 @@ def decide(
     significant = bool(p_adjusted < alpha)  # NaN compares False
     few = few_seeds(seeds)
     only = f" (only {seeds} seeds per arm)" if few else ""
+    if margin is not None:
+        return _decide_margin(improvement_ci, margin, only)
     if improvement_ci[1] < 0 and not few:
         return DOES_NOT_HOLD, "the CI of the difference lies entirely in the wrong direction"
     if improvement < 0 and significant:
@@ -134,6 +140,17 @@ def _pairing(frame: pd.DataFrame, a: str, b: str) -> tuple[bool, str]:
     if not same.all():
         return False, "same seeds but different starting checkpoints (sft_hash)"
     return True, "same seeds and same start (sft_hash) in both arms"
+
+
+def _decide_margin(ci: tuple[float, float], margin: float, only: str) -> tuple[str, str]:
+    """Non-inferiority with a margin, from the CI of the improvement alone."""
+    low, high = ci
+    shown = f"the CI of the difference [{low:+.3g}, {high:+.3g}]"
+    if low > -margin:
+        return HOLDS, f"{shown} lies above -{margin:g}{only}"
+    if high < -margin:
+        return DOES_NOT_HOLD, f"{shown} lies below -{margin:g}{only}"
+    return INCONCLUSIVE, f"{shown} reaches below -{margin:g}{only}"
 
 
 def compare(
@@ -272,7 +289,7 @@ def analyse(
     arms = sorted(frame["arm"].unique())
     claims = [
         Claim(c.text, resolve_arm(c.better, arms), resolve_arm(c.worse, arms),
-              c.metric or metric, c.at_least_as_good, c.step)
+              c.metric or metric, c.at_least_as_good, c.step, c.margin)
         for c in claims
     ]
     keys: list[tuple[str, int | None, str, str]] = [
@@ -323,6 +340,7 @@ def analyse(
             alpha=alpha,
             seeds=min(comparison.n),
             needed_seeds=needed,
+            margin=claim.margin,
         )
         results.append(ClaimResult(claim, comparison, verdict, reason))
     warnings = []

@@ -71,6 +71,8 @@ def render_markdown(
         for i, result in enumerate(analysis.results, 1):
             c = result.claim
             kind = "at least as good as" if c.at_least_as_good else "better than"
+            if c.margin is not None:
+                kind = f"not worse by more than {c.margin:g} than"
             when = "final" if c.step is None else f"at step {c.step}"
             lines.append(f"{i}. {c.text} — `{c.better}` {kind} `{c.worse}` on `{c.metric}` "
                          f"({when}).")
