@@ -126,6 +126,7 @@ def run_bench(config, *, warmup: int = 2, fixed_length: bool = True, threads: in
 def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
     import lightning as L
 
+    from grpo_lab.config.precision import lightning_precision
     from grpo_lab.engine import module_class
     from grpo_lab.models import build_policy
     from grpo_lab.models.adapters import for_training, is_adapted
@@ -148,7 +149,7 @@ def _run_bench(config, *, warmup: int, fixed_length: bool) -> Optional[dict]:
         strategy=strategy_for(config, module), logger=False,
         enable_checkpointing=False,
         callbacks=[_timer_callback(clock)], enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, precision=config.train.precision,
+        limit_val_batches=0, precision=lightning_precision(config.train.precision),
     )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -196,7 +197,7 @@ def _step_tokens(history: list[dict]) -> list[float]:
 def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8, max_new: int = 8,
           steps: int = 5, method: str = "grpo", device: str = "cpu", fixed_length: bool = False,
           dtype: Optional[str] = None, heads: Optional[int] = None, threads: int = 0, warmup: int = 2,
-          seed: int = 0, micro_batch: int = 0, devices: int = 1, precision: str = "32-true", adapter: str = "none",
+          seed: int = 0, micro_batch: int = 0, devices: int = 1, precision: str = "auto", adapter: str = "none",
           activation_checkpointing: bool = False) -> Optional[dict]:
     """Build the config from the flags and run the benchmark. `devices` > 1 runs the step in that
     many DDP processes (each takes a slice of the step's prompts; threads are per process)."""
@@ -213,7 +214,7 @@ def bench(*, hidden: int = 128, layers: int = 4, prompts: int = 8, gens: int = 8
                                      "model": {"adapter": {"type": adapter},
                                                "activation_checkpointing": activation_checkpointing},
                                      "train": {"devices": devices, "strategy": "ddp" if devices > 1 else "auto",
-                                               "precision": precision}})
+                                               "precision": precision}}).resolved()
     return run_bench(config, warmup=warmup, fixed_length=fixed_length, threads=threads)
 
 

@@ -167,6 +167,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from grpo_lab.config.precision import PRECISIONS
+
     parser = argparse.ArgumentParser(prog="grpo-lab", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -267,8 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 keeps torch's default)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward/backward of the update, gradients accumulated (0: all at once)")
-    p.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed", "bf16-true", "16-mixed"),
-                   help="Lightning precision of the step")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="precision of the step (train.precision; auto: bf16-mixed where the hardware has bf16)")
     p.add_argument("--adapter", default="none", choices=("none", "lora"), help="LoRA adapters on the policy (peft)")
     p.add_argument("--activation-checkpointing", action="store_true", help="recompute activations in the backward")
     p.add_argument("--devices", type=int, default=1,

@@ -24,7 +24,7 @@ TINY = {
     "sft": {"steps": 20, "batch_size": 16, "warmup_steps": 5},
     "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 8},
     "optim": {"lr": 1e-3},
-    "train": {"steps": 3, "eval_every": 2, "eval_prompts": 8, "eval_samples": 4},
+    "train": {"steps": 3, "eval_every": 2, "eval_prompts": 8, "eval_samples": 4, "precision": "32-true"},
 }
 
 

@@ -29,7 +29,7 @@ def chat_setup(tmp_path, tiny_config):
             "model": {"path": str(folder)},
             "sft": {"steps": 40, "lr": 1e-2, "batch_size": 8, "warmup_steps": 2},
             "rollout": {"prompts_per_step": 2, "group_size": 4, "max_new_tokens": 24},
-            "train": {"steps": 2, "eval_prompts": 6, "eval_samples": 2, "eval_every": 2},
+            "train": {"steps": 2, "eval_prompts": 6, "eval_samples": 2, "eval_every": 2, "precision": "32-true"},
         }, **overrides)
         return config, folder
 

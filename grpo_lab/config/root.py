@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from grpo_lab.config.fields import METHODS, _check, knob
+from grpo_lab.config.precision import resolve_precision
 from grpo_lab.config.reward import IterativeConfig, ReferenceConfig, RewardConfig, RewardModelConfig
 from grpo_lab.config.sections import (
     AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig, OffPolicyConfig, OptimConfig, RolloutConfig,
@@ -84,6 +85,13 @@ class Config:
                           "sampler_dtype leave the behaviour policy equal to the learner: the correction has "
                           "(almost) nothing to correct", stacklevel=3)
 
+    def resolved(self) -> "Config":
+        """This config as it runs on this machine: `train.precision: auto` made the concrete precision."""
+        precision = resolve_precision(self.train.precision, self.train.device)
+        if precision == self.train.precision:
+            return self
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, precision=precision))
+
     @property
     def run_name(self) -> str:
         return self.tracking.run_name or f"{self.name}-{self.method}-s{self.seed}"
@@ -101,6 +109,7 @@ class Config:
         """Identifies the run: every field that changes what it computes (`conventions.NOT_RESULT_KEYS`
         are left out)."""
         d = _identity(self)
+        d["train"]["precision"] = resolve_precision(self.train.precision, self.train.device)
         for key in NOT_RESULT_KEYS:
             section, leaf = key.split(".", 1)
             if leaf == "*":

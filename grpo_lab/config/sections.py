@@ -11,6 +11,7 @@ from grpo_lab.config.fields import (
     ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
 )
 from grpo_lab.config.task import DATA_KEYS, DATA_TASKS, TaskConfig  # noqa: F401 (the task section lives there)
+from grpo_lab.config.precision import PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ class TrainConfig:
                          "slice of a step's prompts)")
     devices: int = knob(1, "devices (processes) per node")
     num_nodes: int = knob(1, "machines; world size = devices x num_nodes")
-    precision: str = knob("32-true", "Lightning precision: 32-true | bf16-mixed | bf16-true | 16-mixed")
+    precision: str = knob("auto", "auto | 32-true | bf16-mixed | bf16-true | 16-mixed: auto is bf16-mixed where the "
+                                  "hardware has bf16 (CPU: AVX-512 BF16 or AMX; GPU: bf16), else 32-true")
     eval_table: int = knob(8, "rows of the completions table (prompt, completion, rewards, answer, correct) logged "
                               "to MLflow at each evaluation; 0 logs none", added=True)
 
@@ -290,7 +292,7 @@ class TrainConfig:
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         _positive("train.devices", self.devices)
         _positive("train.num_nodes", self.num_nodes)
-        _choice("train.precision", self.precision, ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true"))
+        _choice("train.precision", self.precision, PRECISIONS)
         _positive("train.eval_table", self.eval_table, zero_ok=True)
 
     @property

@@ -13,6 +13,7 @@ generators' states, which checkpoints hold with every component's state.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -22,6 +23,7 @@ import lightning as L
 import torch
 
 from grpo_lab.config import ConfigError
+from grpo_lab.config.precision import resolve_precision
 from grpo_lab.engine.collective import Collective
 from grpo_lab.engine.evaluate import evaluate
 from grpo_lab.engine.updates import UpdateLoop
@@ -79,6 +81,7 @@ class Engine(UpdateLoop, L.LightningModule):
         self.recipe = check_config(config)
         self.automatic_optimization = False
         self.config = config
+        self.precision = resolve_precision(config.train.precision, config.train.device)
         self.policy = policy.eval()  # no dropout: see `train`
         self.tokenizer, self.task = tokenizer, task
         self.rewards = build_rewards(config.task.rewards, task)  # None: the task's own reward
@@ -188,13 +191,14 @@ class Engine(UpdateLoop, L.LightningModule):
         switch = policy.training and not (self.lean and fast_qwen2.supports(policy))
         if switch:
             policy.eval()
-        rollout = sample(
+        with self.autocast():
+            rollout = sample(
             policy, ids, mask, max_new_tokens=self.config.rollout.max_new_tokens,
             eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
             temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
             greedy=greedy, generator=generator if generator is not None else self.sample_generator,
-            with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows, fast=self.lean,
-        )
+                with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows, fast=self.lean,
+            )
         if switch:
             policy.train()
         return rollout
@@ -220,9 +224,19 @@ class Engine(UpdateLoop, L.LightningModule):
             self.budget[key] += value
 
     def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
-        return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
-                              rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
-                              top_p=self.config.rollout.top_p, with_entropy=with_entropy, fast=self.lean)
+        with self.autocast():
+            return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
+                                  rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
+                                  top_p=self.config.rollout.top_p, with_entropy=with_entropy, fast=self.lean)
+
+    def autocast(self):
+        """bf16 compute for the forward passes inside (`train.precision: bf16-mixed`), the weights and
+        the optimizer state staying float32. Each weight is cast once per outermost context and the
+        casts are dropped when it closes, which every forward pass does before its backward and any
+        optimizer step; a no-op under any other precision."""
+        if self.precision != "bf16-mixed":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     @property
     def lean(self) -> bool:
@@ -238,7 +252,9 @@ class Engine(UpdateLoop, L.LightningModule):
         return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
 
     def values(self, rollout: Rollout) -> torch.Tensor:
-        return self.critic(rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1], fast=self.lean)
+        with self.autocast():
+            return self.critic(rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1],
+                               fast=self.lean)
 
     # ----- the RL step ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -312,12 +328,8 @@ class Engine(UpdateLoop, L.LightningModule):
                  chunk: int = 64) -> dict:
         """Greedy accuracy and k samples per held-out prompt (see `grpo_lab.engine.evaluate`)."""
         table: list[dict] = []
-        if hasattr(self.source, "evaluate"):  # a source with held-out data of its own (reward-model pairs)
-            metrics = self.source.evaluate(self)
-        else:
-            metrics = evaluate(self, examples if examples is not None else self.eval_examples,
-                               samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
-                               table_rows=self.config.train.eval_table)
+        with self.autocast():
+            metrics = self.evaluations(examples, samples, chunk, table)
         self.eval_table = table
         if log:
             self.last_eval = metrics
@@ -325,6 +337,15 @@ class Engine(UpdateLoop, L.LightningModule):
             self.log_table(table)
             if self.on_eval is not None:
                 self.on_eval(self.step_count, metrics)
+        return metrics
+
+    def evaluations(self, examples: Optional[list], samples: Optional[int], chunk: int, table: list) -> dict:
+        if hasattr(self.source, "evaluate"):  # a source with held-out data of its own (reward-model pairs)
+            metrics = self.source.evaluate(self)
+        else:
+            metrics = evaluate(self, examples if examples is not None else self.eval_examples,
+                               samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
+                               table_rows=self.config.train.eval_table)
         return metrics
 
     def log_table(self, rows: list[dict]) -> None:

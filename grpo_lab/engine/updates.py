@@ -93,7 +93,8 @@ class UpdateLoop:
             yield sum((p * 0.0).sum() for p in self.trained_parameters(model))
             return
         if len(chunks) == 1:
-            loss, part_metrics = loss_of(rows)
+            with self.autocast():  # the forward only: the backward and the optimizer step run outside
+                loss, part_metrics = loss_of(rows)
             metrics.update(part_metrics)
             yield loss if share == 1.0 else loss * share
             return
@@ -101,7 +102,8 @@ class UpdateLoop:
         total = max(sum(tokens), 1e-12)
         merged = False
         for i, ((part, weight), count) in enumerate(zip(chunks, tokens)):
-            loss, part_metrics = loss_of(part)
+            with self.autocast():
+                loss, part_metrics = loss_of(part)
             yield loss * weight if share == 1.0 else loss * (weight * share)
             if count == 0 and (merged or i < len(chunks) - 1):
                 continue  # no token of the minibatch's loss: nothing to average (its loss is 0)

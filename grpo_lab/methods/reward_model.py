@@ -164,9 +164,10 @@ def fit_pairs(ctx, model: RewardModel, pairs: list[tuple], rm, *, seed: int, ite
             perm = torch.randperm(len(pairs), generator=generator(seed, Stream.REWARD_ORDER, iteration, epoch))
             order, epoch = order + perm.tolist(), epoch + 1
         take, order = order[: rm.batch_size], order[rm.batch_size:]
-        chosen, rejected = pair_rewards(model, pair_batch([pairs[i] for i in take], ctx.tokenizer.pad_token_id,
-                                                          ctx.device), torch.arange(len(take)))
-        result = bradley_terry_loss(chosen, rejected)
+        with ctx.autocast():
+            chosen, rejected = pair_rewards(model, pair_batch([pairs[i] for i in take], ctx.tokenizer.pad_token_id,
+                                                              ctx.device), torch.arange(len(take)))
+            result = bradley_terry_loss(chosen, rejected)
         loss = result.loss.mean()
         if not torch.isfinite(loss):
             raise TrainingError(f"the reward model's loss is {loss.item()} while retraining at step {ctx.step_count}; "

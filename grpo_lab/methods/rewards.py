@@ -130,7 +130,8 @@ def learned_reward(ctx, batch: Batch) -> tuple[Batch, dict]:
         metrics["rollout/kl_initial"] = kl_to_initial(ctx, batch.rollout)
     if not ctx.config.reward.learned:
         return batch, metrics
-    proxy = model_rewards(ctx.reward_model, batch.rollout, chunk=ctx.config.reward.batch_size)
+    with ctx.autocast():
+        proxy = model_rewards(ctx.reward_model, batch.rollout, chunk=ctx.config.reward.batch_size)
     metrics.update({"rollout/true_reward": float(batch.rewards.mean()), "rollout/proxy_reward": float(proxy.mean()),
                     "rollout/proxy_reward_std": float(proxy.std()) if proxy.numel() > 1 else 0.0})
     return replace(batch, rewards=proxy), metrics

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from grpo_lab.config import Config, ConfigError
+from grpo_lab.config.precision import lightning_precision
 from grpo_lab.runs.result import RunResult
 from grpo_lab.runs.threads import ThreadShare
 
@@ -77,6 +78,7 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     from grpo_lab.methods import check_config
 
     check_config(config)  # before anything is built or written
+    config = config.resolved()  # train.precision: auto made concrete, so the run records what it computed in
     quiet()
     with ThreadShare(config.train.threads) as share:
         return _run(config, share, tags=tags, progress=progress, log=log, callbacks=callbacks, on_eval=on_eval,
@@ -124,8 +126,8 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
         max_epochs=1, accelerator=device, devices=config.train.devices, num_nodes=config.train.num_nodes,
         strategy=strategy_for(config, module), logger=logger, enable_checkpointing=False,
         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-        log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0, precision=config.train.precision,
-        plugins=[SafeCheckpointIO()],
+        log_every_n_steps=1, num_sanity_val_steps=0, limit_val_batches=0,
+        precision=lightning_precision(config.train.precision), plugins=[SafeCheckpointIO()],
     )
     try:
         trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None)

@@ -28,7 +28,8 @@ CONFIG = {  # tests/conftest.py's TINY with a warm start that gets some answers 
     "sft": {"steps": 150, "lr": 1e-2, "batch_size": 16, "warmup_steps": 5},
     "rollout": {"prompts_per_step": 4, "group_size": 4, "max_new_tokens": 8},
     "optim": {"lr": 1e-3},
-    "train": {"steps": 3, "eval_every": 2, "eval_prompts": 8, "eval_samples": 4},
+    # float32 as recorded, wherever it runs (train.precision: auto would take bf16 where the CPU has it)
+    "train": {"steps": 3, "eval_every": 2, "eval_prompts": 8, "eval_samples": 4, "precision": "32-true"},
 }
 OFF = {"method": "offpolicy_grpo", "offpolicy.staleness": 1, "offpolicy.replay": 2, "offpolicy.eta": 2,
        "optim.epochs": 2}
