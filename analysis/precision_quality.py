@@ -27,7 +27,7 @@ from reproduction import append_section, grid_spec, parser, run_and_report  # no
 
 GRID = Path("experiments/precision_quality.yaml")
 QUICK = {"train.steps": 30, "train.eval_every": 10}
-MISMATCH = {"offpolicy/kl_behaviour": "KL(behav || learner), k3", "offpolicy/ratio_mean": "mean ratio",
+MISMATCH = {"offpolicy/kl_behaviour": "k3 KL, sampler to learner", "offpolicy/ratio_mean": "mean ratio",
             "offpolicy/ratio_max": "largest ratio", "offpolicy/beyond_cap_frac": "share beyond cap",
             "offpolicy/ess": "ESS"}
 
@@ -79,6 +79,31 @@ def bench_summary(path: Path) -> str:
     return "\n".join(out)
 
 
+def decision(results) -> str:
+    """What the verdict of "bf16-mixed is not worse than float32" means for `train.precision: auto`."""
+    from grpo_lab.config.precision import QUALITY_CHECKED, cpu_has_bf16
+
+    mixed = next((r for r in results if r.claim.margin is not None and "bf16-mixed" in r.claim.better
+                  and "sampler_dtype=float32" in r.claim.better), None)
+    if mixed is None:
+        return "The grid holds no bf16-mixed against float32 claim."
+    passed = mixed.verdict == "holds"
+    listed = "bf16-mixed" in QUALITY_CHECKED
+    lines = [f"bf16-mixed against float32: **{mixed.verdict}** ({mixed.reason}).", ""]
+    if passed and listed:
+        lines.append("So `train.precision: auto` (the default) runs bf16-mixed where the hardware computes in bf16 "
+                     f"(this machine: {'yes' if cpu_has_bf16() else 'no'}), and float32 elsewhere.")
+    elif passed:
+        lines.append("bf16-mixed passed, but `grpo_lab.config.precision.QUALITY_CHECKED` does not list it: "
+                     "`auto` still picks float32.")
+    else:
+        lines.append("bf16-mixed did not pass" + (", yet `QUALITY_CHECKED` lists it: take it out, so that `auto` "
+                                                  "picks float32." if listed else ": `auto` picks float32."))
+    lines += ["", "Every claim's verdict:", ""]
+    lines += [f"- {r.claim.text}: **{r.verdict}**" for r in results]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser(__doc__, GRID).parse_args(argv)
     spec, path = grid_spec(args, QUICK)
@@ -91,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
                    + bench_summary(Path("results/precision/bench.jsonl"))
                    + "\n\nAs the grid's runs logged it (two runs at once, one thread each; rough):\n\n"
                    + step_times(frame))
+    append_section(report.path, "What it decides", decision(report.analysis.results))
     print(report.path.read_text())
     print(f"written: {report.path}", file=sys.stderr)
 

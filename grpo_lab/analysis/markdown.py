@@ -156,6 +156,10 @@ def render_markdown(
               f"the difference is in the wrong direction "
               f"with adjusted p < {alpha:g}; `inconclusive` otherwise. An 'at least as good' "
               "claim holds unless the other arm is significantly better."]
+    if any(r.claim.margin is not None for r in analysis.results):
+        lines += [f"- A claim with a margin m ('not worse by more than m'): `holds` if the {level} CI of the "
+                  "difference lies above -m, `does not hold` if it lies below -m, `inconclusive` if it "
+                  "straddles -m; its p-values are shown, not used."]
     if analysis.few_seeds:
         lines += [f"- Arms with fewer than {MIN_SEEDS_FOR_CI} seeds: CI of the mean = Student "
                   "t-interval; CI of a difference = the t-interval of its t test (paired t: "
