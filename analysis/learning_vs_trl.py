@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -403,7 +404,10 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the config's train.steps)")
-    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--grpo-lab-steps", type=int, default=None,
+                   help="RL steps of the grpo-lab side (default: twice the steps, so that its curve goes on past "
+                        "TRL's last step and shows when it reaches TRL's final accuracy)")
+    p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-prompts", type=int, default=None, help="default: the config's train.eval_prompts")
     p.add_argument("--eval-samples", type=int, default=None, help="default: the config's train.eval_samples")
     p.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
@@ -471,7 +475,8 @@ def main(argv=None) -> int:
     print(f"warm start: {warm['sft_path']} ({warm['seconds']:.0f} s)", flush=True)
     meta = {"command": " ".join(["python", *sys.argv]) if argv is None else " ".join(argv), "started": started,
             "machine": machine(), "load_at_start": os.getloadavg(), "threads": args.threads,
-            "sft_path": warm["sft_path"], "quick": args.quick}
+            "sft_path": warm["sft_path"], "quick": args.quick, "steps": config.train.steps,
+            "grpo_lab_steps": args.grpo_lab_steps or 2 * config.train.steps}
     previous = json.loads((out / "meta.json").read_text()) if args.resume and (out / "meta.json").exists() else {}
     if previous.get("precision"):
         meta["precision"] = previous["precision"]
@@ -485,7 +490,8 @@ def main(argv=None) -> int:
         for side in SIDES:
             if (side, seed) in done:
                 continue
-            record = run_worker(python[side], side, args, seed=seed, precision=meta["precision"][side])
+            record = run_worker(python[side], side, args, seed=seed, precision=meta["precision"][side],
+                                steps=meta["grpo_lab_steps"] if side == "grpo_lab" else 0)
             with open(out / "curves.jsonl", "a") as f:
                 for row in record.pop("curve"):
                     f.write(json.dumps(row) + "\n")
@@ -570,6 +576,41 @@ def plot(rows: list[dict], curves: dict, target: float, path: Path) -> bool:
     return True
 
 
+def seed_curve(rows: list[dict], side: str, seed: int) -> list[dict]:
+    return sorted((r for r in rows if r["side"] == side and r["seed"] == seed), key=lambda r: r["step"])
+
+
+def same_step(rows: list[dict], seeds: list[int], step: int) -> list[str]:
+    """Both sides' accuracy at one step, paired by seed (same prompts and evaluation draws)."""
+    from grpo_lab.analysis.estimators import difference_t_interval
+
+    at = {side: [next((r["accuracy"] for r in seed_curve(rows, side, seed) if r["step"] == step), None)
+                 for seed in seeds] for side in SIDES}
+    if any(v is None for values in at.values() for v in values):
+        return []
+    d = difference_t_interval(at["grpo_lab"], at["trl"], paired=True)
+    band = "" if d.low != d.low else f", paired 95% t interval [{d.low:+.4f}, {d.high:+.4f}]"
+    return ["", f"Step for step: at step {step} grpo-lab {statistics.mean(at['grpo_lab']):.4f}, "
+            f"TRL {statistics.mean(at['trl']):.4f}, difference {d.estimate:+.4f}{band} over {len(seeds)} seeds."]
+
+
+def thresholds(curves: dict, target: float) -> list[str]:
+    """Time of each mean curve to reach a ladder of accuracies, and the ratio: the comparison does not
+    hang on one noisy target."""
+    start = curves["trl"][0]["accuracy"]
+    top = min(max(c["accuracy"] for c in curves[side]) for side in SIDES)
+    ladder = [math.floor(1000 * (start + f * (top - start))) / 1000 for f in (0.5, 0.75, 0.9, 1.0)]
+    lines = ["", "### Time to a ladder of accuracies (mean curves)", "",
+             f"From the start ({start:.4f}) to the best accuracy both mean curves reach ({top:.4f}); TRL's final "
+             f"accuracy is {target:.4f}.", "",
+             "| accuracy | grpo-lab (s) | TRL (s) | ratio grpo-lab / TRL |", "|---|---|---|---|"]
+    for level in ladder:
+        a, b = first_reach(curves["grpo_lab"], level), first_reach(curves["trl"], level)
+        ratio = f"{a / b:.3f}" if a is not None and b else "-"
+        lines.append(f"| {level:.3f} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    return lines
+
+
 def write_report(out: Path) -> str:
     """README.md (and accuracy_vs_time.png) from OUT's lines; returns the README's text."""
     from grpo_lab.analysis.estimators import t_interval
@@ -621,7 +662,8 @@ def write_report(out: Path) -> str:
         c = yaml.safe_load(config_text)
         r, o, t = c["rollout"], c["optim"], c["train"]
         lines += [
-            f"- matched: P={r['prompts_per_step']} prompts x G={r['group_size']} completions, {t['steps']} steps, "
+            f"- matched: P={r['prompts_per_step']} prompts x G={r['group_size']} completions, {t['steps']} steps "
+            f"(grpo-lab's curve goes on to step {meta.get('grpo_lab_steps', t['steps'])}), "
             f"lr {o['lr']:g} constant, beta {c['loss']['kl_beta']:g}, mu {o['epochs']}, grad clip {o['grad_clip']:g}, "
             f"AdamW betas ({o['beta1']:g}, {o['beta2']:g}), weight decay {o['weight_decay']:g}, temperature "
             f"{r['temperature']:g}, top-p {r['top_p']:g}, at most {r['max_new_tokens']} completion tokens, "
@@ -652,15 +694,15 @@ def write_report(out: Path) -> str:
     per_seed = {}
     for side in SIDES:
         for seed in seeds:
-            mine = sorted((r for r in rows if r["side"] == side and r["seed"] == seed), key=lambda r: r["step"])
-            per_seed[side, seed] = first_reach(mine, target)
+            per_seed[side, seed] = first_reach(seed_curve(rows, side, seed), target)
     for seed in seeds:
         lines.append(f"| seed {seed}: RL wall time to reach it (s) | {fmt(per_seed['grpo_lab', seed])} | "
                      f"{fmt(per_seed['trl', seed])} |")
     step_s = {side: statistics.mean(seconds_per_step(run) for run in runs if run["side"] == side) for side in SIDES}
     totals = {side: statistics.mean(run["rl_wall_s"] for run in runs if run["side"] == side) for side in SIDES}
-    finals = {side: curves[side][-1]["accuracy"] for side in SIDES}
-    lines += [f"| final accuracy, mean curve | {finals['grpo_lab']:.4f} | {finals['trl']:.4f} |",
+    last = {side: curves[side][-1] for side in SIDES}
+    lines += [f"| last evaluation, mean curve: step, accuracy | {last['grpo_lab']['step']}, "
+              f"{last['grpo_lab']['accuracy']:.4f} | {last['trl']['step']}, {last['trl']['accuracy']:.4f} |",
               f"| RL wall time of the whole run (s) | {totals['grpo_lab']:.1f} | {totals['trl']:.1f} |",
               f"| seconds per step (after the first) | {step_s['grpo_lab']:.3f} | {step_s['trl']:.3f} |", ""]
     if ratio is not None:
@@ -673,36 +715,38 @@ def write_report(out: Path) -> str:
                       f"{step_s['grpo_lab'] / step_s['trl']:.2f}x its seconds per step (the product differs "
                       "from the ratio by the first step's warm-up and the interpolation)."]
     else:
-        lines += [f"grpo-lab's mean curve does not reach TRL's final accuracy within {curves['grpo_lab'][-1]['step']} "
+        lines += [f"grpo-lab's mean curve does not reach TRL's final accuracy within {last['grpo_lab']['step']} "
                   f"steps ({totals['grpo_lab']:.1f} s); the ratio is undefined."
                   if reach["grpo_lab"] is None else "TRL's time is 0: no ratio."]
-    lines += ["", "## Where the time goes (mean seconds per run, RL clock)", "",
-              "| grpo-lab phase | s | share |", "|---|---|---|"]
+    lines += same_step(rows, seeds, last["trl"]["step"]) + thresholds(curves, target)
+
+    lines += ["", "## Where the time goes (mean seconds per step, RL clock)", "",
+              "| grpo-lab phase | s/step | share |", "|---|---|---|"]
+    per_step = {side: [{k: v / run["steps"] for k, v in run["phases"].items()} | {"all": run["rl_wall_s"] / run["steps"]}
+                       for run in runs if run["side"] == side] for side in SIDES}
+
+    def phase(side: str, key: str) -> float:
+        return statistics.mean(p.get(key, 0.0) for p in per_step[side])
+
     names = {"gen_s": "sampling (rollout, `perf/gen_s`)",
              "logprob_s": "advantages and objective preparation (`perf/logprob_s`)",
              "update_s": "loss forward, backward and AdamW (`perf/update_s`)",
              "loop_s": "Lightning's loop and logging between steps"}
-    for key, label in names.items():
-        value = statistics.mean(run["phases"].get(key, 0.0) for run in runs if run["side"] == "grpo_lab")
-        lines.append(f"| {label} | {value:.1f} | {value / totals['grpo_lab']:.0%} |")
-    lines += ["", "| TRL phase | s | share |", "|---|---|---|"]
-    trl_phases = {}
-    for key in ("prepare_s", "gen_s", "reward_s", "loss_forward_s", "backward_optim_loop_s"):
-        trl_phases[key] = statistics.mean(run["phases"].get(key, 0.0) for run in runs if run["side"] == "trl")
-    trl_rows = [("sampling (`_generate_single_turn`: `model.generate`)", trl_phases["gen_s"]),
-                ("reward function", trl_phases["reward_s"]),
+    lines += [f"| {label} | {phase('grpo_lab', key):.4f} | {phase('grpo_lab', key) / phase('grpo_lab', 'all'):.0%} |"
+              for key, label in names.items()]
+    trl_rows = [("sampling (`_generate_single_turn`: `model.generate`)", phase("trl", "gen_s")),
+                ("reward function", phase("trl", "reward_s")),
                 ("the rest of `_prepare_inputs` (tokenizing, padding, advantages, metrics)",
-                 trl_phases["prepare_s"] - trl_phases["gen_s"] - trl_phases["reward_s"]),
-                ("loss forward (`compute_loss`)", trl_phases["loss_forward_s"]),
-                ("backward, AdamW, Trainer's loop and logging", trl_phases["backward_optim_loop_s"])]
-    lines += [f"| {label} | {value:.1f} | {value / totals['trl']:.0%} |" for label, value in trl_rows]
-    gl = {k: statistics.mean(run["phases"].get(k, 0.0) for run in runs if run["side"] == "grpo_lab")
-          for k in ("gen_s", "logprob_s", "update_s", "loop_s")}
-    lines += ["", "Side by side: sampling "
-              f"{trl_phases['gen_s']:.1f} s (TRL) against {gl['gen_s']:.1f} s (grpo-lab), "
-              f"{trl_phases['gen_s'] / max(gl['gen_s'], 1e-9):.2f}x; everything after sampling "
-              f"{totals['trl'] - trl_phases['gen_s']:.1f} s against {totals['grpo_lab'] - gl['gen_s']:.1f} s, "
-              f"{(totals['trl'] - trl_phases['gen_s']) / max(totals['grpo_lab'] - gl['gen_s'], 1e-9):.2f}x."]
+                 phase("trl", "prepare_s") - phase("trl", "gen_s") - phase("trl", "reward_s")),
+                ("loss forward (`compute_loss`)", phase("trl", "loss_forward_s")),
+                ("backward, AdamW, Trainer's loop and logging", phase("trl", "backward_optim_loop_s"))]
+    lines += ["", "| TRL phase | s/step | share |", "|---|---|---|"]
+    lines += [f"| {label} | {value:.4f} | {value / phase('trl', 'all'):.0%} |" for label, value in trl_rows]
+    gen = {side: phase(side, "gen_s") for side in SIDES}
+    rest = {side: phase(side, "all") - gen[side] for side in SIDES}
+    lines += ["", f"Side by side, per step: sampling {gen['trl']:.4f} s (TRL) against {gen['grpo_lab']:.4f} s "
+              f"(grpo-lab), {gen['trl'] / max(gen['grpo_lab'], 1e-9):.2f}x; everything after sampling "
+              f"{rest['trl']:.4f} s against {rest['grpo_lab']:.4f} s, {rest['trl'] / max(rest['grpo_lab'], 1e-9):.2f}x."]
     lines += ["", "## What is not the same on both sides", "",
               "- Random draws: each side samples its completions from its own generator, so the two runs of one seed "
               "share their prompts and their evaluation draws, not their rollouts.",
