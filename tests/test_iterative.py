@@ -5,11 +5,6 @@ refused in one line, and a run SIGKILLed in the middle of iteration 2 resumes to
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
@@ -21,8 +16,9 @@ from grpo_lab.methods import check_config
 from grpo_lab.methods.iterative import Iterative
 from grpo_lab.models import build_policy
 from grpo_lab.runs import run
-from grpo_lab.runs.checkpoint import checkpoint_dir, read_resume_info, run_dir
+from grpo_lab.runs.checkpoint import run_dir
 from grpo_lab.runs.train import build_task_for
+from test_resume import kill_and_resume
 
 RM = {"prompts": 32, "eval_prompts": 16, "lr": 1e-3, "batch_size": 16, "steps": 10}
 SFT = {"sft.steps": 150, "sft.lr": 1e-2}  # a warm start that gets some answers right, so samples make pairs
@@ -165,25 +161,8 @@ def test_sigkilled_in_iteration_two_resumes_bit_identical(tiny_config, tmp_path)
                             "iterative.replay_fraction": 0.2, "train.steps": 9, "train.eval_every": 9,
                             "train.checkpoint_every": 1, "train.threads": 1, "train.eval_prompts": 4,
                             "train.eval_samples": 2, **SFT})
-    reference = run(with_overrides(config, **{"train.out_dir": str(tmp_path / "reference")}), progress=False)
-    path = tmp_path / "run.yaml"
-    path.write_text(config.to_yaml())
-    child = subprocess.Popen([sys.executable, "-m", "grpo_lab.cli", "train", str(path), "--no-progress"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    target = checkpoint_dir(config) / f"step-{KILL_AT:06d}.ckpt"
-    deadline = time.monotonic() + 120
-    while not target.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    os.kill(child.pid, signal.SIGKILL)
-    _, err = child.communicate()
-    assert child.returncode == -signal.SIGKILL, err
-    killed_at = read_resume_info(checkpoint_dir(config) / "last.ckpt")["step"]
-    assert KILL_AT <= killed_at < 6, "killed outside iteration 2"
-
-    done = subprocess.run([sys.executable, "-m", "grpo_lab.cli", "train", str(path), "--resume", "--no-progress"],
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert f"resuming from step {killed_at}" in done.stderr
+    reference, killed_at = kill_and_resume(config, tmp_path, KILL_AT)
+    assert killed_at < 6, "killed outside iteration 2"
 
     want = torch.load(reference.checkpoint, weights_only=True)
     got = torch.load(run_dir(config) / "final.ckpt", weights_only=True)

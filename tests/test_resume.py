@@ -35,17 +35,17 @@ def histories(client, run_id: str) -> dict:
     return {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
 
 
-def test_sigkilled_run_resumes_to_identical_weights_and_metrics(tiny_config, tmp_path):
-    config = tiny_config(**{"train.steps": 8, "train.eval_every": 4, "train.checkpoint_every": 1,
-                            "train.threads": 2, "train.eval_prompts": 4, "train.eval_samples": 2})
-    # the uninterrupted reference: same config (so same hash and seed), results written elsewhere
+def kill_and_resume(config, tmp_path, kill_at: int):
+    """Runs `config` uninterrupted (the reference, written elsewhere), then as `grpo-lab train` killed
+    with SIGKILL once the checkpoint of step `kill_at` exists, then `--resume`d to the end; returns
+    (the reference's result, the step the killed run had checkpointed last)."""
     reference = run(with_overrides(config, **{"train.out_dir": str(tmp_path / "reference")}), progress=False)
     path = tmp_path / "run.yaml"
     path.write_text(config.to_yaml())
 
     child = subprocess.Popen(cli("train", str(path), "--no-progress"), stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
-    target = checkpoint_dir(config) / f"step-{KILL_AT:06d}.ckpt"
+    target = checkpoint_dir(config) / f"step-{kill_at:06d}.ckpt"
     deadline = time.monotonic() + 120
     while not target.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -54,11 +54,19 @@ def test_sigkilled_run_resumes_to_identical_weights_and_metrics(tiny_config, tmp
     assert child.returncode == -signal.SIGKILL, err
     assert not (run_dir(config) / "final.ckpt").exists(), "the run finished before it could be killed"
     killed_at = read_resume_info(checkpoint_dir(config) / "last.ckpt")["step"]
-    assert KILL_AT <= killed_at < config.train.steps
+    assert kill_at <= killed_at < config.train.steps
 
     done = subprocess.run(cli("train", str(path), "--resume", "--no-progress"), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert f"resuming from step {killed_at}" in done.stderr
+    return reference, killed_at
+
+
+def test_sigkilled_run_resumes_to_identical_weights_and_metrics(tiny_config, tmp_path):
+    config = tiny_config(**{"train.steps": 8, "train.eval_every": 4, "train.checkpoint_every": 1,
+                            "train.threads": 2, "train.eval_prompts": 4, "train.eval_samples": 2})
+    # the uninterrupted reference: same config (so same hash and seed), results written elsewhere
+    reference, _ = kill_and_resume(config, tmp_path, KILL_AT)
 
     # weights: bit for bit
     ref_state = torch.load(reference.checkpoint, weights_only=True)["state_dict"]

@@ -193,10 +193,10 @@ class Engine(UpdateLoop, L.LightningModule):
             policy.eval()
         with self.autocast():
             rollout = sample(
-            policy, ids, mask, max_new_tokens=self.config.rollout.max_new_tokens,
-            eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
-            temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
-            greedy=greedy, generator=generator if generator is not None else self.sample_generator,
+                policy, ids, mask, max_new_tokens=self.config.rollout.max_new_tokens,
+                eos_id=self.tokenizer.eos_token_id, pad_id=self.tokenizer.pad_token_id,
+                temperature=temperature or self.config.rollout.temperature, top_p=self.config.rollout.top_p,
+                greedy=greedy, generator=generator if generator is not None else self.sample_generator,
                 with_entropy=with_entropy, suppress_eos=self.suppress_eos, rows=rows, fast=self.lean,
             )
         if switch:
@@ -329,7 +329,12 @@ class Engine(UpdateLoop, L.LightningModule):
         """Greedy accuracy and k samples per held-out prompt (see `grpo_lab.engine.evaluate`)."""
         table: list[dict] = []
         with self.autocast():
-            metrics = self.evaluations(examples, samples, chunk, table)
+            if hasattr(self.source, "evaluate"):  # a source with held-out data of its own (reward-model pairs)
+                metrics = self.source.evaluate(self)
+            else:
+                metrics = evaluate(self, examples if examples is not None else self.eval_examples,
+                                   samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
+                                   table_rows=self.config.train.eval_table)
         self.eval_table = table
         if log:
             self.last_eval = metrics
@@ -337,15 +342,6 @@ class Engine(UpdateLoop, L.LightningModule):
             self.log_table(table)
             if self.on_eval is not None:
                 self.on_eval(self.step_count, metrics)
-        return metrics
-
-    def evaluations(self, examples: Optional[list], samples: Optional[int], chunk: int, table: list) -> dict:
-        if hasattr(self.source, "evaluate"):  # a source with held-out data of its own (reward-model pairs)
-            metrics = self.source.evaluate(self)
-        else:
-            metrics = evaluate(self, examples if examples is not None else self.eval_examples,
-                               samples=samples or self.config.train.eval_samples, chunk=chunk, table=table,
-                               table_rows=self.config.train.eval_table)
         return metrics
 
     def log_table(self, rows: list[dict]) -> None:

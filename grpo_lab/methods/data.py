@@ -282,6 +282,21 @@ def distinct_rows(batch: Batch, keep: torch.Tensor) -> list[int]:
     return out
 
 
+def verifier_pairs(batch: Batch, group_size: int) -> list[tuple]:
+    """(prompt, accepted, rejected) pairs within each group of a scored batch: each distinct rejected
+    completion paired with a distinct accepted one of the same prompt, cycling through those."""
+    rows = unpack_rows(batch.rollout)
+    pairs = []
+    for start in range(0, len(rows), group_size):
+        group = torch.zeros_like(batch.correct)
+        group[start:start + group_size] = True
+        accepted = distinct_rows(batch, batch.correct & group)
+        rejected = distinct_rows(batch, ~batch.correct & group)
+        if accepted:
+            pairs.extend((rows[a][0], rows[a][1], rows[r][1]) for a, r in zip(cycle(accepted), rejected))
+    return pairs
+
+
 @DATA.register("rft_pool")
 class RFTPool(Pool):
     """q ~ P_sft(Q), o ~ pi_sft(O|q): the correct completions, sampled once at the first step, deduplicated."""
@@ -328,16 +343,7 @@ class PreferencePairs(Pool):
         return first, min(first + every, steps)
 
     def make_items(self, batch: Batch, group_size: int) -> list:
-        rows = unpack_rows(batch.rollout)
-        items = []
-        for start in range(0, len(rows), group_size):
-            group = torch.zeros_like(batch.correct)
-            group[start:start + group_size] = True
-            correct = distinct_rows(batch, batch.correct & group)
-            wrong = distinct_rows(batch, ~batch.correct & group)
-            if correct:
-                items.extend((rows[c][0], rows[c][1], rows[w][1]) for c, w in zip(cycle(correct), wrong))
-        return items
+        return verifier_pairs(batch, group_size)
 
     def check_pool(self, items: list, *, samples: int, correct: int, first: int) -> None:
         if items or first > 0:

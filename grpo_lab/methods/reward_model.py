@@ -17,7 +17,6 @@ keep their true labels: their accuracy is agreement with the verifier (or the da
 
 from __future__ import annotations
 
-from itertools import cycle
 from typing import Optional
 
 import torch
@@ -26,10 +25,10 @@ from grpo_lab.config import ConfigError
 from grpo_lab.core.preference import bradley_terry_loss
 from grpo_lab.errors import TrainingError
 from grpo_lab.methods.batch import Batch, StepData
-from grpo_lab.methods.data import DATA, distinct_rows
+from grpo_lab.methods.data import DATA, verifier_pairs
 from grpo_lab.methods.objectives import OBJECTIVES, Objective
 from grpo_lab.models.reward import RewardModel
-from grpo_lab.rollout.encode import pack_rows, unpack_rows
+from grpo_lab.rollout.encode import pack_rows
 from grpo_lab.rollout.sampler import inference
 from grpo_lab.seeding import Stream, generator
 
@@ -37,21 +36,6 @@ TRAIN, EVAL, NOISE, PROMPTS, REPLAY = range(5)  # the parts of Stream.REWARD_PAI
 
 
 # ----- pairs ------------------------------------------------------------------------------------
-def verifier_pairs(batch: Batch, group_size: int) -> list[tuple]:
-    """(prompt, accepted, rejected) pairs within each group of a scored batch: each distinct rejected
-    completion paired with a distinct accepted one of the same prompt, cycling through those."""
-    rows = unpack_rows(batch.rollout)
-    pairs = []
-    for start in range(0, len(rows), group_size):
-        group = torch.zeros_like(batch.correct)
-        group[start:start + group_size] = True
-        accepted = distinct_rows(batch, batch.correct & group)
-        rejected = distinct_rows(batch, ~batch.correct & group)
-        if accepted:
-            pairs.extend((rows[a][0], rows[a][1], rows[r][1]) for a, r in zip(cycle(accepted), rejected))
-    return pairs
-
-
 @torch.no_grad()
 def policy_pairs(ctx, examples: list, *, gen: torch.Generator) -> tuple[list[tuple], dict]:
     """Pairs from `rollout.group_size` samples of each example by the current policy, labelled by the
