@@ -107,3 +107,32 @@ def test_bench_and_config_accept_auto(capsys):
 
     assert main(["config", "train.precision"]) == 0
     assert "auto" in capsys.readouterr().out
+
+
+def test_under_autocast_the_kv_cache_and_masks_are_made_in_bf16_with_the_same_tokens(tiny_config, monkeypatch):
+    """The lean sampler makes its KV cache and masks in autocast's dtype (the values autocast would
+    cast them to at every product): the tokens and log-probs equal those of a cache kept in float32
+    and cast at every step."""
+    from grpo_lab.models import fast_qwen2
+    from grpo_lab.rollout import sample
+    from grpo_lab.rollout.encode import encode_prompts
+
+    config = tiny_config()
+    task = build_task_for(config)
+    torch.manual_seed(0)
+    model, tok = build_policy(config.model, task.alphabet)
+    ids, mask = encode_prompts(tok, [e.prompt for e in task.train_examples()[:6] for _ in range(3)])
+    kw = dict(max_new_tokens=8, eos_id=tok.eos_token_id, pad_id=tok.pad_token_id)
+
+    def draw():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return sample(model.eval(), ids, mask, generator=torch.Generator().manual_seed(3), **kw)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decoder = fast_qwen2.StaticDecoder(model, ids, mask, 8)
+    assert decoder.keys.dtype == decoder.bias.dtype == torch.bfloat16
+    lean = draw()
+    monkeypatch.setattr(fast_qwen2._Model, "compute_dtype", lambda self, device: self.dtype)  # float32 cache
+    cast_each_step = draw()
+    assert torch.equal(lean.completion_ids, cast_each_step.completion_ids)
+    assert torch.equal(lean.logprobs, cast_each_step.logprobs)

@@ -162,14 +162,20 @@ class _Model:
         if scores.dtype == torch.float32:
             p = scores.softmax(-1)
         else:  # softmax in float32, as the Hugging Face attention computes it
-            p = scores.softmax(-1, dtype=torch.float32).to(q.dtype)
+            p = scores.softmax(-1, dtype=torch.float32).to(scores.dtype)  # under autocast q may be float32
         a = torch.bmm(p, v.reshape(B * KV, -1, D))  # (B * KV, G * Lq, D)
         return a.view(B, KV, H // KV, Lq, D).permute(0, 3, 1, 2, 4).reshape(B * Lq, H * D)
+
+    def compute_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype the attention products compute in: under autocast its dtype (bf16), so the KV cache
+        and the masks are made in it once rather than cast at every product (the same values)."""
+        return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else self.dtype
 
     def attention_bias(self, allowed: torch.Tensor) -> torch.Tensor:
         """Additive mask (B * KV, G * Lq, Lk) from a boolean (B, Lq, Lk) one: 0 where allowed, -inf elsewhere."""
         B, Lq, Lk = allowed.shape
-        bias = torch.zeros(allowed.shape, dtype=self.dtype, device=allowed.device).masked_fill_(~allowed, float("-inf"))
+        bias = torch.zeros(allowed.shape, dtype=self.compute_dtype(allowed.device), device=allowed.device)
+        bias.masked_fill_(~allowed, float("-inf"))
         G = self.heads // self.kv_heads
         return bias[:, None, None].expand(B, self.kv_heads, G, Lq, Lk).reshape(B * self.kv_heads, G * Lq, Lk)
 
@@ -295,7 +301,8 @@ class StaticDecoder:
         bias = m.attention_bias(_causal(Lp, p_mask))
         # every layer's keys and values in one block; the positions not yet written are zeros, not
         # garbage: a masked position's weight is 0, and 0 times a stale NaN would not be
-        cache = torch.empty((len(m.layers), 2, B, m.kv_heads, L, m.head_dim), dtype=m.dtype, device=device)
+        cache = torch.empty((len(m.layers), 2, B, m.kv_heads, L, m.head_dim), dtype=m.compute_dtype(device),
+                            device=device)
         cache[..., Lp:, :] = 0.0
         order, G = _sorted_groups(inverse, U)
         if order is not None:  # G > 0 only when each prompt's rows already sit together
