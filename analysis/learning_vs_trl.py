@@ -23,11 +23,14 @@ Lightning's `on_train_start`, TRL's `on_train_begin`), stands still during each 
 read at the end of every step. It counts everything a step does on either side (sampling, reward,
 advantages, forwards, backward, optimizer, the trainers' own loops and logging) and nothing else.
 
-Each side runs at its best precision on this machine: with `--precision auto` (the default) a short
+Each side runs at its best precision on this machine: with `--grpo-lab-precision auto` and
+`--trl-precision auto` (the defaults) a short
 measurement of float32 against bf16 autocast (float32 weights; grpo-lab `train.precision:
 bf16-mixed`, TRL `bf16=True`) picks the one with fewer seconds per step, side by side. The seeds run
 alternately, one process at a time (grpo-lab seed 0, TRL seed 0, grpo-lab seed 1, ...), each side
-at `--threads` torch threads.
+at `--threads` torch threads. grpo-lab's runs go on past TRL's last step (`--grpo-lab-steps`, default
+twice the steps), so that its time to TRL's final accuracy is measured even where it needs more
+steps than TRL took; its prompts beyond TRL's last step are the ones its own stream gives.
 
 Output in --out (default results/learning_vs_trl): curves.jsonl (one line per evaluation: side,
 seed, step, rl_wall_s, accuracy, ...), runs.jsonl (one line per run: phases, step times, versions),
@@ -39,7 +42,8 @@ TRL is not a dependency of grpo-lab. Install it beside grpo-lab in a separate en
 grpo-lab side runs with this interpreter, the TRL side with --trl-python:
     python3 -m venv /tmp/trlvenv && /tmp/trlvenv/bin/pip install torch==2.13.0 trl==1.16.0 -e .
     python analysis/learning_vs_trl.py --quick                # the whole path in a few minutes
-    python analysis/learning_vs_trl.py                        # 3 seeds x 200 steps per side
+    python analysis/learning_vs_trl.py --seeds 5 --pick-rounds 2   # results/learning_vs_trl/: TRL 200 steps,
+                                                                   # grpo-lab's curve on to 400
     python analysis/learning_vs_trl.py --report-only          # README and plot from the saved lines
 """
 
