@@ -83,16 +83,32 @@ def run_and_report(args, spec: dict, path: Path, script: str, argv: list[str] | 
         summary = run_grid(grid, jobs=args.jobs)
         if summary.failed:
             print(f"{len(summary.failed)} run(s) failed; the report covers the finished ones", file=sys.stderr)
+    from grpo_lab.analysis import load_runs
+    from grpo_lab.analysis.claims import ReportError
+
     uri = grid.runs[0].config.tracking.resolved_uri
     out = args.out or (workspace() / "reports" if args.quick else Path("results"))
     command = shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
-    report = report_grid(spec["name"], grid_file=path, tracking_uri=uri, out_dir=out, n_resamples=args.resamples,
-                         command=command)
-    print(f"grid and report: {time.time() - start:.0f} s", file=sys.stderr)
-    from grpo_lab.analysis import load_runs
-
+    # the runs of this grid as it expands here; a run of the same grid name from another config (an
+    # older grid file, another precision: train.precision auto resolves per machine) stays out
     frame = load_runs(spec["name"], tracking_uri=uri)
-    return report, frame[frame["config_hash"].isin({run.config_hash for run in grid.runs})]
+    mine = frame[frame["config_hash"].isin({run.config_hash for run in grid.runs})]
+    other = frame["run_id"].nunique() - mine["run_id"].nunique() if len(frame) else 0
+    if other and mine.empty:
+        precision = grid.runs[0].config.resolved().train.precision
+        raise SystemExit(f"error: none of the {other} finished run(s) of grid {spec['name']} in MLflow was made from "
+                         f"{path} as it expands here (train.precision resolves to {precision} on this machine); "
+                         "run the grid (without --report-only), or --set the key they differ in (e.g. "
+                         "train.precision=32-true) to report them")
+    if other:
+        print(f"left out {other} finished run(s) of grid {spec['name']} made from other configs", file=sys.stderr)
+    try:
+        report = report_grid(spec["name"], grid_file=path, tracking_uri=uri, out_dir=out,
+                             n_resamples=args.resamples, command=command, frame=mine)
+    except ReportError as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"grid and report: {time.time() - start:.0f} s", file=sys.stderr)
+    return report, mine
 
 
 @dataclass

@@ -223,9 +223,11 @@ def report_grid(
     n_resamples: int = estimators.DEFAULT_RESAMPLES,
     experiments_dir: str | Path = "experiments",
     command: str | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> Report:
     """``grpo-lab report NAME``: the report of grid ``NAME`` in ``out_dir/NAME/`` (a ``Report``,
-    as ``write_report`` returns).
+    as ``write_report`` returns). ``frame`` (from ``load_runs``) replaces the grid's runs in MLflow,
+    e.g. only those of one expansion of the grid file.
 
     Reads ``grid_file`` (default ``experiments_dir/NAME.yaml`` when it exists, else the file the
     grid's runs were started from, their ``grpo_lab.grid_file`` tag) for the grid's
@@ -276,4 +278,4 @@ def report_grid(
     return write_report(name, claims=parsed, metric=metric, out_dir=out_dir,
                         tracking_uri=tracking_uri, command=command,
                         baseline=baseline or spec.get("baseline"), higher_is_better=higher,
-                        grid=grid, factors=factors, n_resamples=n_resamples)
+                        grid=grid, factors=factors, n_resamples=n_resamples, frame=frame)
