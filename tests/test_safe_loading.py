@@ -221,6 +221,21 @@ def test_model_folder_that_needs_its_own_code_is_refused(tiny_config, tmp_path, 
     assert not marker.exists()
 
 
+def test_every_folder_loader_refuses_a_folder_that_needs_its_own_code(tiny_config, tmp_path):
+    from grpo_lab.models import ModelError
+    from grpo_lab.models.policy import load_tokenizer
+    from grpo_lab.models.reward import RewardModel
+
+    marker = tmp_path / "marker"
+    folder = with_own_code(tiny_model_folder(tiny_config, tmp_path / "model"), marker)
+    for load, what in ((load_tokenizer, "the model in"), (RewardModel.load, "the reward model in")):
+        with pytest.raises(ModelError) as info:
+            load(folder)
+        message = str(info.value)
+        assert message.startswith(what) and "set model.trust_remote_code: true" in message and "\n" not in message
+    assert not marker.exists()
+
+
 def test_train_refuses_a_model_that_needs_its_own_code_with_one_line(tiny_config, tmp_path, capsys):
     marker = tmp_path / "marker"
     folder = with_own_code(tiny_model_folder(tiny_config, tmp_path / "model"), marker)

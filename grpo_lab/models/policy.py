@@ -39,6 +39,15 @@ def tiny_qwen2(cfg, tokenizer: PreTrainedTokenizerBase) -> Qwen2ForCausalLM:
     return model.to(DTYPES[cfg.dtype])
 
 
+def refuse_own_code(path: Path, trust_remote_code: bool, what: str = "the model") -> None:
+    """A folder that needs its own Python code (`needs_own_code`) is refused in one line unless
+    `model.trust_remote_code` says to run it."""
+    needs = needs_own_code(path)
+    if needs and not trust_remote_code:
+        raise ModelError(f"{what} in {path} needs code of its own ({needs}), which runs when it loads; set "
+                         "model.trust_remote_code: true only if you trust that folder")
+
+
 def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_code: bool = False):
     """Load a causal LM and its tokenizer from a local folder (never from a hub).
 
@@ -52,10 +61,7 @@ def load_pretrained(path: str | Path, *, dtype: str = "float32", trust_remote_co
                          "or remove model.path to build the tiny model")
     if not (path / "config.json").exists():
         raise ModelError(f"model.path {path} has no config.json; it is not a Hugging Face model folder")
-    needs = needs_own_code(path)
-    if needs and not trust_remote_code:
-        raise ModelError(f"the model in {path} needs code of its own ({needs}), which runs when it loads; set "
-                         "model.trust_remote_code: true only if you trust that folder")
+    refuse_own_code(path, trust_remote_code)
     safetensors = any(path.glob("*.safetensors"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
@@ -78,10 +84,7 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False):
     if not (path / "config.json").exists() and not (path / "tokenizer_config.json").exists():
         raise ModelError(f"model.path {path} holds no tokenizer (no tokenizer_config.json); point it at a local "
                          "folder saved with save_pretrained")
-    needs = needs_own_code(path)
-    if needs and not trust_remote_code:
-        raise ModelError(f"the model in {path} needs code of its own ({needs}), which runs when it loads; set "
-                         "model.trust_remote_code: true only if you trust that folder")
+    refuse_own_code(path, trust_remote_code)
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:

@@ -97,16 +97,13 @@ class RewardModel(nn.Module):
         with its training pairs where the folder has them."""
         from transformers import AutoModelForSequenceClassification
 
-        from grpo_lab.models.policy import DTYPES, ModelError, needs_own_code
+        from grpo_lab.models.policy import DTYPES, ModelError, refuse_own_code
 
         folder = Path(folder).expanduser()
         if not (folder / "config.json").exists():
             raise ModelError(f"reward.model {folder} is not a reward model folder (no config.json); train one with "
                              "method: reward_model, or give reward.model a reward-model config")
-        needs = needs_own_code(folder)
-        if needs and not trust_remote_code:
-            raise ModelError(f"the reward model in {folder} needs code of its own ({needs}); set "
-                             "model.trust_remote_code: true only if you trust that folder")
+        refuse_own_code(folder, trust_remote_code, what="the reward model")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 folder, local_files_only=True, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
