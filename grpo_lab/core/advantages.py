@@ -1,6 +1,12 @@
 """Advantage estimators. Outputs are detached: advantages are constants of the objective.
 
 Group layout: ``B = P * G`` rows, the G completions of one prompt contiguous.
+
+A group whose rewards all agree carries no signal, and every estimator here gives its rows an
+advantage of exactly 0. Rewards agree when they are equal to within ``AGREE_TOL`` of their size
+(``max - min <= AGREE_TOL * max(1, max |r|)``): weighted rewards such as eight rewards of 0.7 are
+equal but not exact in binary, and the rounding of their mean leaves a spread of ~1e-8 that a
+division by ``std + eps`` would turn into advantages of ~0.06 for every row of the group.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import torch
 from grpo_lab.core.aggregation import masked_fill_zero, masked_mean
 
 GROUP_SCALES = ("group", "batch", "none")
+AGREE_TOL = 1e-6  # rewards this close (relative to max(1, |r|)) agree: their differences are rounding
 
 
 class GAEResult(NamedTuple):
@@ -36,6 +43,17 @@ def _grouped(rewards: torch.Tensor, group_size: int, *, min_size: int) -> torch.
     return rewards.detach().reshape(-1, group_size)
 
 
+def agreeing(grouped: torch.Tensor) -> torch.Tensor:
+    """(P, G) -> (P, 1) bool: True where a group's values all agree (see the module docstring)."""
+    spread = grouped.amax(dim=1, keepdim=True) - grouped.amin(dim=1, keepdim=True)
+    return spread <= AGREE_TOL * grouped.abs().amax(dim=1, keepdim=True).clamp(min=1.0)
+
+
+def _centered(grouped: torch.Tensor) -> torch.Tensor:
+    """``r - mean_group(r)``, (P, G), exactly 0 in groups whose rewards agree."""
+    return torch.where(agreeing(grouped), 0.0, grouped - grouped.mean(dim=1, keepdim=True))
+
+
 def group_relative(
     rewards: torch.Tensor, group_size: int, *, scale: str = "group", eps: float = 1e-6
 ) -> torch.Tensor:
@@ -44,11 +62,12 @@ def group_relative(
     ``A_i = (r_i - mean_group(r)) / (std_group(r) + eps)`` for ``scale="group"`` (std with Bessel's
     correction), ``/ (std(r over the whole batch) + eps)`` for ``"batch"``, no division for
     ``"none"`` (Dr. GRPO 2503.20783, which removes the difficulty bias of the per-group std).
+    ``A_i = 0`` exactly in a group whose rewards agree (module docstring).
     """
     if scale not in GROUP_SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(GROUP_SCALES)}")
     grouped = _grouped(rewards, group_size, min_size=2)  # (P, G)
-    centered = grouped - grouped.mean(dim=1, keepdim=True)
+    centered = _centered(grouped)
     if scale == "group":
         centered = centered / (grouped.std(dim=1, keepdim=True) + eps)
     elif scale == "batch":
@@ -63,15 +82,14 @@ def reinforce_plus_plus(rewards: torch.Tensor, group_size: int = 1, *, eps: floa
     ``A~_i = r_i - mean_group(r)`` (REINFORCE++-baseline, G > 1) or ``r_i - mean_batch(r)`` (G = 1),
     then ``A_i = A~_i / (std_batch(A~) + eps)`` over every sample of the batch (std with Bessel's
     correction). Unlike GRPO's group std, one scale for the whole batch: a group whose rewards
-    barely differ keeps small advantages.
+    barely differ keeps small advantages, and one whose rewards agree gets exactly 0.
     """
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
     if group_size == 1:
-        centered = rewards.detach() - rewards.detach().mean()
+        centered = _centered(rewards.detach().reshape(1, -1)).reshape(-1)
     else:
-        grouped = _grouped(rewards, group_size, min_size=2)  # (P, G)
-        centered = (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+        centered = _centered(_grouped(rewards, group_size, min_size=2)).reshape(-1)  # (B,)
     if centered.numel() < 2:
         return centered
     return centered / (centered.std() + eps)
@@ -80,20 +98,21 @@ def reinforce_plus_plus(rewards: torch.Tensor, group_size: int = 1, *, eps: floa
 def zero_std_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """(B,) rewards -> (P,) bool, True where all G rewards of a prompt are equal (zero advantage).
 
-    DAPO's dynamic sampling (2503.14476 Eq. 11) drops these groups; they carry no gradient.
+    DAPO's dynamic sampling (2503.14476 Eq. 11) drops these groups; they carry no gradient. Equal
+    means agreeing as every estimator here takes it (module docstring).
     """
-    grouped = _grouped(rewards, group_size, min_size=1)
-    return (grouped == grouped[:, :1]).all(dim=1)
+    return agreeing(_grouped(rewards, group_size, min_size=1)).squeeze(1)
 
 
 def rloo(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """REINFORCE leave-one-out advantage, (B,) -> (B,). Ahmadian et al. (2402.14740) Eq. 6:
 
-    ``A_i = r_i - (1 / (G - 1)) * sum_{j != i} r_j`` within each group of G.
+    ``A_i = r_i - (1 / (G - 1)) * sum_{j != i} r_j`` within each group of G; exactly 0 in a group
+    whose rewards agree.
     """
     grouped = _grouped(rewards, group_size, min_size=2)
     others_mean = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
-    return (grouped - others_mean).reshape(-1)
+    return torch.where(agreeing(grouped), 0.0, grouped - others_mean).reshape(-1)
 
 
 def gae(
@@ -164,7 +183,8 @@ def process_supervised(
     steps of all G outputs of a group (the set R):
 
     ``r~ = (r - mean(R)) / (std(R) + eps)`` (std with Bessel's correction, 0 if |R| = 1),
-    ``A_{i,t} = sum_{index(j) >= t} r~_i^{index(j)}``, then multiplied by ``mask``.
+    ``A_{i,t} = sum_{index(j) >= t} r~_i^{index(j)}``, then multiplied by ``mask``; exactly 0 in a
+    group whose step rewards all agree.
     """
     batch, length = mask.shape
     if batch % group_size:
@@ -176,6 +196,9 @@ def process_supervised(
     mean = r.sum(dim=1, keepdim=True) / count.clamp(min=1.0)
     sq_dev = ((r - mean) ** 2 * steps).sum(dim=1, keepdim=True)
     std = torch.where(count > 1, (sq_dev / (count - 1).clamp(min=1.0)).sqrt(), 0.0)
-    normalised = ((r - mean) / (std + eps) * steps).reshape(batch, length)  # (B, T)
+    highest = torch.where(steps > 0, r, -torch.inf).amax(dim=1, keepdim=True)
+    lowest = torch.where(steps > 0, r, torch.inf).amin(dim=1, keepdim=True)
+    agree = (count == 0) | (highest - lowest <= AGREE_TOL * torch.maximum(highest.abs(), lowest.abs()).clamp(min=1.0))
+    normalised = torch.where(agree, 0.0, (r - mean) / (std + eps) * steps).reshape(batch, length)  # (B, T)
     to_go = normalised.flip(-1).cumsum(-1).flip(-1)  # sum over step ends at or after t
     return masked_fill_zero(to_go, mask)

@@ -188,3 +188,27 @@ def test_process_supervised_matches_loop():
 def test_process_supervised_errors():
     with pytest.raises(ValueError, match="divisible"):
         process_supervised(torch.zeros(3, 2), torch.zeros(3, 2), torch.ones(3, 2), 2)
+
+
+@pytest.mark.parametrize("group_size", [8, 16, 64])
+def test_groups_whose_rewards_agree_get_exactly_zero_advantage(group_size):
+    """Eight (16, 64) rewards of 0.7 are equal but not exact in binary: the rounding of their mean left
+    a spread that a division by std + eps turned into an advantage of ~0.06 for every row."""
+    from grpo_lab.core.advantages import reinforce_plus_plus
+
+    weighted = torch.tensor([0.5 * 1.0 + 0.2 * 1.0] * group_size)  # task.rewards: correct 0.5 + format 0.2
+    signal = torch.tensor([0.0, 1.0] * (group_size // 2))
+    rewards = torch.cat([weighted, signal])
+    for scale in ("group", "batch", "none"):
+        advantages = group_relative(rewards, group_size, scale=scale)
+        assert torch.equal(advantages[:group_size], torch.zeros(group_size)), scale
+        assert advantages[group_size:].abs().min() > 0.1  # the group with signal keeps it
+    assert torch.equal(rloo(rewards, group_size)[:group_size], torch.zeros(group_size))
+    assert torch.equal(reinforce_plus_plus(rewards, group_size)[:group_size], torch.zeros(group_size))
+    assert zero_std_groups(rewards, group_size).tolist() == [True, False]
+    # process supervision: every step reward of the group equal (0.7), so every token's advantage is 0
+    mask = torch.ones(group_size, 3)
+    steps = torch.zeros(group_size, 3)
+    steps[:, 1] = steps[:, 2] = 1.0
+    out = process_supervised(torch.full((group_size, 3), 0.7) * steps, steps, mask, group_size)
+    assert torch.equal(out, torch.zeros_like(out))
