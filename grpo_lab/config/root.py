@@ -110,6 +110,7 @@ class Config:
         are left out)."""
         d = _identity(self)
         d["train"]["precision"] = resolve_precision(self.train.precision, self.train.device)
+        d["loss"]["kl_estimator"] = self.loss.kl_kind  # hashed as it runs: None in the loss was k3 before
         for key in NOT_RESULT_KEYS:
             section, leaf = key.split(".", 1)
             if leaf == "*":

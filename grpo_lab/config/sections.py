@@ -142,7 +142,9 @@ class LossConfig:
                             "seq_mean_token_sum_norm")
     norm: Optional[float] = knob(None, "seq_mean_token_sum_norm's constant; None = rollout.max_new_tokens")
     kl_beta: float = knob(0.0, "weight of KL to the reference; 0 loads no reference model")
-    kl_estimator: str = knob("k3", "k1 | k2 | k3")
+    kl_estimator: Optional[str] = knob(None, "k1 | k2 | k3; None follows the placement: k3 in the loss (its "
+                                             "gradient is that of KL(ref||pi), DeepSeekMath), k1 in the reward "
+                                             "(the score-function gradient of KL(pi||ref), InstructGPT)")
     kl_placement: str = knob("loss",
                              "loss: beta * KL per token in the loss | reward: beta * summed KL subtracted "
                              "from the reward")
@@ -160,8 +162,17 @@ class LossConfig:
         _choice("loss.level", self.level, ("token", "sequence"))
         _choice("loss.aggregation", self.aggregation, AGGREGATIONS)
         _positive("loss.kl_beta", self.kl_beta, zero_ok=True)
-        _choice("loss.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+        if self.kl_estimator is not None:
+            _choice("loss.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
         _choice("loss.kl_placement", self.kl_placement, ("loss", "reward"))
+        _check(self.kl_placement == "loss" or self.kl_kind == "k1",
+               f"loss.kl_estimator {self.kl_kind} in the reward has almost no gradient: a penalty in the reward is "
+               "detached, so its gradient is E[-beta k grad log pi], which for k2 and k3 nearly cancels near the "
+               "reference; use loss.kl_estimator: k1 (the default in the reward), or loss.kl_placement: loss")
+        _check(self.kl_placement == "reward" or self.kl_kind != "k1",
+               "loss.kl_estimator k1 in the loss has an expected gradient of exactly 0 (E_pi[grad log pi] = 0), so "
+               "it adds only noise; use k3 (the gradient of KL(ref||pi), the default) or k2 (of KL(pi||ref)) in the "
+               "loss, or put k1 in the reward (loss.kl_placement: reward)")
         _check(self.kl_placement == "loss" or self.kl_beta > 0,
                "loss.kl_placement is reward but loss.kl_beta is 0, so there is no KL to place; set loss.kl_beta > 0")
         _check(self.level == "token" or self.aggregation == "seq_mean_token_mean",
@@ -169,6 +180,12 @@ class LossConfig:
                "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
         _choice_or_path("loss.objective", self.objective, POLICY_OBJECTIVES)
+
+    @property
+    def kl_kind(self) -> str:
+        """The KL estimator the run uses: `kl_estimator`, or by default the one whose gradient is a KL's
+        at its placement: k3 in the loss, k1 in the reward."""
+        return self.kl_estimator or ("k1" if self.kl_placement == "reward" else "k3")
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ def policy_loss_from_config(logp, old_logp, advantages, mask, lc, *, norm: float
     surrogate = POLICY_LOSSES.get(lc.objective).obj
     result = policy_loss(logp, old_logp, advantages, mask,
                          surrogate=lambda *args: surrogate(*args, lc), aggregation=lc.aggregation, norm=norm,
-                         weights=weights, ref_logp=ref_logp, kl_beta=lc.kl_beta, kl_estimator=lc.kl_estimator,
+                         weights=weights, ref_logp=ref_logp, kl_beta=lc.kl_beta, kl_estimator=lc.kl_kind,
                          entropy=entropy, entropy_coef=lc.entropy_coef)
     return PolicyLoss(result.loss, {k: float(v) for k, v in result.metrics.items()})
 

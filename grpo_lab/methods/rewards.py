@@ -84,9 +84,9 @@ def kl_in_reward(ctx, batch: Batch) -> tuple[Batch, dict]:
     rollout, mask = batch.rollout, batch.rollout.completion_mask
     ref_logp = ctx.ref_logprobs(rollout)
     if ctx.token_level_rewards:
-        kl = kl_estimate(rollout.logprobs, ref_logp, kind=lc.kl_estimator)
+        kl = kl_estimate(rollout.logprobs, ref_logp, kind=lc.kl_kind)
         return replace(batch, token_kl=kl), {"rollout/kl_penalty": float(lc.kl_beta * (kl * mask).sum(-1).mean())}
-    kl = kl_reward_penalty(rollout.logprobs, ref_logp, mask, kind=lc.kl_estimator)
+    kl = kl_reward_penalty(rollout.logprobs, ref_logp, mask, kind=lc.kl_kind)
     return replace(batch, rewards=batch.rewards - lc.kl_beta * kl), {"rollout/kl_penalty": float(lc.kl_beta * kl.mean())}
 
 
