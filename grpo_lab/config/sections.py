@@ -90,9 +90,10 @@ class RolloutConfig:
     prompts_per_step: int = knob(32, "P: prompts sampled per RL step")
     group_size: int = knob(8, "G: completions per prompt")
     max_new_tokens: int = knob(16, "completion length cap (EOS included)")
-    temperature: float = knob(1.0, "sampling temperature; log-probs are of the tempered distribution")
+    temperature: float = knob(1.0, "sampling temperature; the policy-gradient ratio, KL and entropy are of the "
+                                   "tempered distribution, the SFT, RFT and DPO losses of the model's own (T = 1)")
     top_p: float = knob(1.0, "nucleus sampling; pi_old, the learner's log-probs, the KL and the entropy are then "
-                             "those of the truncated distribution")
+                             "those of the truncated distribution (the SFT, RFT and DPO losses never truncate)")
     dynamic_sampling: bool = knob(False, "drop groups whose rewards all agree and sample more prompts to refill (DAPO)")
     max_sampling_rounds: int = knob(3, "dynamic sampling: most sampling rounds per step, the first included")
     mask_truncated: bool = knob(False,

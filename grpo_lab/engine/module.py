@@ -223,11 +223,15 @@ class Engine(UpdateLoop, L.LightningModule):
         for key, value in zip(("prompts", "samples", "tokens"), counts):
             self.budget[key] += value
 
-    def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None):
+    def logprobs(self, rollout: Rollout, *, with_entropy: bool = False, policy=None, sampling: bool = True):
+        """Per-token log-probs of the rollout's completions. `sampling`: of the distribution the sampler
+        draws from (`rollout.temperature`, `rollout.top_p`), as a ratio against the sampler's log-probs
+        needs; else of the model itself (T = 1, no truncation), as supervised and preference losses take."""
+        ro = self.config.rollout
         with self.autocast():
             return token_logprobs(policy or self.policy, rollout.input_ids, rollout.attention_mask,
-                                  rollout.completion_ids.shape[1], temperature=self.config.rollout.temperature,
-                                  top_p=self.config.rollout.top_p, with_entropy=with_entropy, fast=self.lean)
+                                  rollout.completion_ids.shape[1], temperature=ro.temperature if sampling else 1.0,
+                                  top_p=ro.top_p if sampling else 1.0, with_entropy=with_entropy, fast=self.lean)
 
     def autocast(self):
         """bf16 compute for the forward passes inside (`train.precision: bf16-mixed`), the weights and
@@ -245,11 +249,11 @@ class Engine(UpdateLoop, L.LightningModule):
         trainer = self._trainer
         return trainer is None or "FSDP" not in type(trainer.strategy).__name__
 
-    def ref_logprobs(self, rollout: Rollout) -> torch.Tensor:
+    def ref_logprobs(self, rollout: Rollout, *, sampling: bool = True) -> torch.Tensor:
         if self.ref_policy is None and is_adapted(self.policy):
             with base_model(self.policy):
-                return inference(self.logprobs)(rollout)[0]
-        return inference(self.logprobs)(rollout, policy=self.ref_policy)[0]
+                return inference(self.logprobs)(rollout, sampling=sampling)[0]
+        return inference(self.logprobs)(rollout, policy=self.ref_policy, sampling=sampling)[0]
 
     def values(self, rollout: Rollout) -> torch.Tensor:
         with self.autocast():

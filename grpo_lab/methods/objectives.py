@@ -177,18 +177,20 @@ class Correction:
 
 @OBJECTIVES.register("supervised", reads=("loss.aggregation", "loss.norm"))
 class SupervisedObjective(Objective):
-    """The SFT loss, -log pi_theta(o_t | q, o_<t) aggregated by `loss.aggregation`, on every row of the batch."""
+    """The SFT loss, -log pi_theta(o_t | q, o_<t) aggregated by `loss.aggregation`, on every row of the batch;
+    pi_theta is the model itself (T = 1, no top-p), whatever the sampler's temperature."""
 
     def loss(self, ctx, batch: Batch, rows: torch.Tensor):
         mb = batch.rollout.select(rows)
-        loss = supervised_loss(ctx.logprobs(mb)[0], mb.completion_mask, aggregation=self.config.loss.aggregation,
+        loss = supervised_loss(ctx.logprobs(mb, sampling=False)[0], mb.completion_mask, aggregation=self.config.loss.aggregation,
                                norm=self.norm())
         return loss, {"actor/loss": float(loss.detach())}
 
 
 @OBJECTIVES.register("dpo", reads=("dpo.beta", "dpo.label_smoothing"))
 class DPOObjective(Objective):
-    """DPO's loss on (chosen, rejected) pairs against the frozen reference (Rafailov et al., Eq. 7)."""
+    """DPO's loss on (chosen, rejected) pairs against the frozen reference (Rafailov et al., Eq. 7), with the
+    log-probs of the policy and the reference themselves (T = 1, no top-p), whatever the sampler's temperature."""
 
     reductions = {"actor/loss": "loss"}
 
@@ -197,7 +199,7 @@ class DPOObjective(Objective):
         return True
 
     def prepare(self, ctx, batch: Batch) -> dict:
-        batch.ref_logp = ctx.ref_logprobs(batch.rollout)
+        batch.ref_logp = ctx.ref_logprobs(batch.rollout, sampling=False)
         return {}
 
     def token_mask(self, batch: Batch) -> None:
@@ -207,7 +209,7 @@ class DPOObjective(Objective):
         d, n = self.config.dpo, batch.pairs
         rows = torch.cat([pairs, pairs + n])
         mb = batch.rollout.select(rows)
-        loss, metrics = dpo_pair_loss(ctx.logprobs(mb)[0], batch.ref_logp[rows], mb.completion_mask, beta=d.beta,
+        loss, metrics = dpo_pair_loss(ctx.logprobs(mb, sampling=False)[0], batch.ref_logp[rows], mb.completion_mask, beta=d.beta,
                                       label_smoothing=d.label_smoothing)
         return loss, {"actor/loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
 

