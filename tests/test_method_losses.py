@@ -39,7 +39,8 @@ def test_sft_method_loss_has_gc_one():
 
 @pytest.mark.parametrize("method", ["rft", "online_rft"])
 def test_rft_loss_on_the_correct_rows_has_gc_indicator(method):
-    """The modules call supervised_loss on the correct rows only: GC = I(o), scaled by 1/n_correct."""
+    """The modules call supervised_loss on the correct rows only: GC = I(o), scaled by 1/n_correct; online
+    RFT then scales the loss by n_correct / B (loss.rft_normalise: all, tests/test_trust.py), Eq. 10's 1/B."""
     _, mask, logp, _ = _batch(1)
     correct = torch.tensor([True, False, True, True])
     rows = correct.nonzero().flatten()

@@ -75,3 +75,34 @@ def test_dpo_trains_the_models_own_logprobs_against_the_references_own(tiny_conf
         ref = own_logprobs(module.ref_policy, rollout)
     expected, _ = dpo_pair_loss(own_logprobs(module.policy, rollout), ref, rollout.completion_mask, beta=0.5)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["seq_mean_token_mean", "token_mean"])
+def test_online_rft_normalises_by_every_sampled_row_as_eq_10(tiny_config, aggregation):
+    """Eq. 10: (1/B) sum_i I(o_i) (1/|o_i|) sum_t log pi; the wrong rows count with coefficient 0."""
+    config = tiny_config(method="online_rft", **{"loss.aggregation": aggregation})
+    module = make_module(config)
+    data = module.source.collect(module, 0)
+    whole = data.batch
+    batch = module.prepare(whole, {})
+    correct = whole.correct
+    assert 0 < int(correct.sum()) < whole.rows  # some rows kept, some not: the normaliser matters
+    loss, _ = module.objectives[0].loss(module, batch, torch.arange(batch.rows))
+    with torch.no_grad():
+        logp = own_logprobs(module.policy, whole.rollout)
+    mask = whole.rollout.completion_mask * correct[:, None]
+    if aggregation == "token_mean":
+        expected = -(logp * mask).sum() / whole.rollout.completion_mask.sum()
+    else:
+        expected = -((logp * mask).sum(-1) / whole.rollout.completion_mask.sum(-1)).sum() / whole.rows
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    kept = tiny_config(method="online_rft", **{"loss.aggregation": aggregation, "loss.rft_normalise": "kept"})
+    assert kept.config_hash() != config.config_hash()
+    module = make_module(kept)
+    batch = module.prepare(module.source.collect(module, 0).batch, {})
+    loss_kept, _ = module.objectives[0].loss(module, batch, torch.arange(batch.rows))
+    if aggregation == "token_mean":  # the mean over the correct rows alone: 1/accuracy times Eq. 10's
+        expected = -(logp * mask).sum() / mask.sum()
+    else:
+        expected = -((logp * mask).sum(-1) / whole.rollout.completion_mask.sum(-1)).sum() / correct.sum()
+    assert batch.loss_scale == 1.0 and loss_kept.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -21,6 +21,15 @@ from grpo_lab.config.sections import (
 from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, RUN_ONLY_KEYS, is_result_key
 
 
+# Bug fixes that changed what some configs compute: a config one applies to carries its name in its
+# hash, so that a run recorded before the fix is never taken for a run of the fixed code (a grid
+# reruns it, a resume refuses its checkpoint). Every other config keeps its identity.
+FIXES = (
+    ("online_rft: Eq. 10's normaliser, every sampled row",
+     lambda c: c.method == "online_rft" and c.loss.rft_normalise == "all"),
+)
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = knob("run", "experiment name, used in run names and paths")
@@ -111,6 +120,9 @@ class Config:
         d = _identity(self)
         d["train"]["precision"] = resolve_precision(self.train.precision, self.train.device)
         d["loss"]["kl_estimator"] = self.loss.kl_kind  # hashed as it runs: None in the loss was k3 before
+        applied = [name for name, applies in FIXES if applies(self)]
+        if applied:
+            d["fixes"] = applied
         for key in NOT_RESULT_KEYS:
             section, leaf = key.split(".", 1)
             if leaf == "*":

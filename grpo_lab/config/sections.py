@@ -153,6 +153,9 @@ class LossConfig:
     objective: str = knob("clipped",
                           "policy loss: clipped (PPO/GRPO surrogate) | cispo (clipped IS weight, "
                           "stop-gradient)", added=True)
+    rft_normalise: str = knob("all", "online RFT's loss over all: every sampled row (DeepSeekMath Eq. 10, the "
+                                     "wrong ones with coefficient 0) | kept: the correct rows alone, a step that "
+                                     "grows as 1/accuracy", added=True)
 
     def __post_init__(self):
         _positive("loss.clip_low", self.clip_low)
@@ -181,6 +184,7 @@ class LossConfig:
                "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
         _choice_or_path("loss.objective", self.objective, POLICY_OBJECTIVES)
+        _choice("loss.rft_normalise", self.rft_normalise, ("all", "kept"))
 
     @property
     def kl_kind(self) -> str:

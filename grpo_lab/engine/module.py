@@ -308,6 +308,7 @@ class Engine(UpdateLoop, L.LightningModule):
                 if kept == 0:
                     return None
                 batch = batch.select(estimate.keep)
+                batch.loss_scale = estimate.loss_scale
         for objective in self.objectives:
             metrics.update(objective.prepare(self, batch))
         return batch

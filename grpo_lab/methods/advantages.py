@@ -29,6 +29,7 @@ class Estimate(NamedTuple):
     advantages: Optional[torch.Tensor]  # (B,) or (B, T); None when the objective needs none
     metrics: dict = {}
     keep: Optional[torch.Tensor] = None  # rows to train on; None: every row
+    loss_scale: float = 1.0  # the kept rows' share of the step's loss normaliser (Eq. 10 counts every row)
 
 
 def check_groups(config) -> None:
@@ -132,10 +133,14 @@ def gae(ctx, batch: Batch) -> Estimate:
 gae.token_level = True
 
 
-@ADVANTAGES.register("indicator")
+@ADVANTAGES.register("indicator", reads=("loss.rft_normalise",))
 def indicator(ctx, batch: Batch) -> Estimate:
     """I(o): 1 on correct completions, which alone are trained on (RFT, Eq. 10); with a learned reward
-    (`reward.model`), 1 on the completion the reward model ranks first in its group (best-of-G)."""
+    (`reward.model`), 1 on the completion the reward model ranks first in its group (best-of-G).
+
+    Eq. 10 averages I(o) * grad log pi over every sampled row, so with `loss.rft_normalise: all` the
+    loss over the kept rows is scaled by their share of the step's rows (of its tokens under
+    token_mean), summed over the processes: the step does not grow as the accuracy falls."""
     if ctx.config.reward.learned:
         G = ctx.config.rollout.group_size
         firsts = batch.rewards.view(-1, G).argmax(-1) + torch.arange(batch.rows // G, device=batch.rewards.device) * G
@@ -144,4 +149,12 @@ def indicator(ctx, batch: Batch) -> Estimate:
         chosen = batch.correct
     keep = chosen.nonzero().flatten()
     metrics = {"rft/kept": float(keep.numel()), "rft/skipped": float(keep.numel() == 0)}
-    return Estimate(chosen.float(), metrics, keep)
+    scale = 1.0
+    if ctx.config.loss.rft_normalise == "all":
+        by_tokens = ctx.config.loss.aggregation == "token_mean"
+        weights = batch.rollout.completion_mask.sum(-1) if by_tokens else torch.ones_like(batch.rewards)
+        kept, total = (weights * chosen).sum().double(), weights.sum().double()
+        if ctx.collective.world > 1:
+            kept, total = ctx.collective.sum(kept), ctx.collective.sum(total)
+        scale = float(kept / total) if total > 0 else 0.0
+    return Estimate(chosen.float(), metrics, keep, loss_scale=scale)

@@ -42,6 +42,7 @@ class Batch:
     ref_logp: Optional[torch.Tensor] = None  # (B, T)
     weights: Optional[torch.Tensor] = None  # (B, T) detached importance weights on the surrogate
     loss_mask: Optional[torch.Tensor] = None  # (B, T) tokens that carry the policy loss
+    loss_scale: float = 1.0  # a factor on the loss: the kept rows' share of the step (online RFT, Eq. 10)
 
     @property
     def rows(self) -> int:

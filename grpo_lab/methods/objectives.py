@@ -182,8 +182,8 @@ class SupervisedObjective(Objective):
 
     def loss(self, ctx, batch: Batch, rows: torch.Tensor):
         mb = batch.rollout.select(rows)
-        loss = supervised_loss(ctx.logprobs(mb, sampling=False)[0], mb.completion_mask, aggregation=self.config.loss.aggregation,
-                               norm=self.norm())
+        loss = batch.loss_scale * supervised_loss(ctx.logprobs(mb, sampling=False)[0], mb.completion_mask,
+                                                  aggregation=self.config.loss.aggregation, norm=self.norm())
         return loss, {"actor/loss": float(loss.detach())}
 
 
