@@ -106,3 +106,14 @@ def test_online_rft_normalises_by_every_sampled_row_as_eq_10(tiny_config, aggreg
     else:
         expected = -((logp * mask).sum(-1) / whole.rollout.completion_mask.sum(-1)).sum() / correct.sum()
     assert batch.loss_scale == 1.0 and loss_kept.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_the_minibatches_metrics_merge_by_their_reductions():
+    """actor/ratio_max of a step is the largest ratio of any of its minibatches, not a mean of maxima."""
+    from grpo_lab.engine.updates import combine
+
+    parts = [{"actor/ratio_max": 1.0, "actor/ratio_min": 1.0, "actor/loss": 0.2},
+             {"actor/ratio_max": 1.3, "actor/ratio_min": 0.6, "actor/loss": 0.4, "actor/grad_norm": 2.0}]
+    merged = combine(parts, {"actor/ratio_max": "max", "actor/ratio_min": "min", "actor/loss": "loss"})
+    assert merged == pytest.approx({"actor/ratio_max": 1.3, "actor/ratio_min": 0.6, "actor/loss": 0.3,
+                                    "actor/grad_norm": 2.0})

@@ -39,6 +39,18 @@ def merge(metrics: dict, part: dict, reductions: dict, *, loss_weight: float, to
             metrics[k] = metrics.get(k, 0.0) + (loss_weight if how == "loss" else token_share) * v
 
 
+def combine(parts: list[dict], reductions: dict) -> dict:
+    """The step's metrics from its minibatches': "max" the max of the maxima, "min" the min of the
+    minima, the rest the mean over the minibatches that logged them (a process holding no row of a
+    minibatch logs none of its metrics)."""
+    out: dict[str, float] = {}
+    for key in dict.fromkeys(k for part in parts for k in part):
+        values = [part[key] for part in parts if key in part]
+        how = reductions.get(key, "mean")
+        out[key] = max(values) if how == "max" else min(values) if how == "min" else sum(values) / len(values)
+    return out
+
+
 class UpdateLoop:
     """The part of the engine that turns a prepared batch into optimizer updates."""
 
@@ -112,10 +124,9 @@ class UpdateLoop:
 
     def optimize(self, batch: Batch) -> dict:
         """mu epochs x minibatches; in each minibatch every active objective makes one update. The
-        metrics are averaged over the minibatches."""
+        metrics of the minibatches merge by the reductions their objectives declare (`combine`)."""
         waiting = any(o.holds_policy(self) for o in self.objectives)
-        sums: dict[str, float] = {}
-        updates = 0
+        parts = []
         for rows in self.minibatches(batch.units):
             metrics: dict[str, float] = {}
             for objective in self.objectives:
@@ -125,10 +136,8 @@ class UpdateLoop:
                 losses = self.accumulate(rows, loss_of, metrics, objective.token_mask(batch), objective.reductions,
                                          objective.model)
                 metrics.update(self.update(losses, objective))
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v
-            updates += 1
-        return {k: v / updates for k, v in sums.items()}
+            parts.append(metrics)
+        return combine(parts, {k: v for o in self.objectives for k, v in o.reductions.items()})
 
     def update(self, loss, objective) -> dict:
         """One optimizer update of `objective`'s model from `loss`, a scalar tensor or an iterable of
