@@ -114,14 +114,16 @@ def hand_made(config):
 
 @pytest.mark.parametrize("correction,expected", [
     ("tis", [[2.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
-    ("mask", [[0.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
+    ("mask", [[0.0, 1.0, 0.0], [0.8, 1.0, 2.0]]),  # 5 above the cap, 0.5 below its default lower bound 1 / 1.9
     ("sequence_tis", [[2.0] * 3, [1.6] * 3]),  # products 2.5 (capped) and 1.6
     ("sequence_mask", [[0.0] * 3, [1.6] * 3]),
     ("decoupled", [[5.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),  # AReaL: pi_prox / pi_behav, untruncated
 ])
 def test_corrections_weigh_by_prox_over_behaviour(tiny_config, correction, expected):
+    cap = 1.9 if correction == "mask" else 2.0  # IcePop's mask keeps w in [1 / 1.9, 1.9]: 2.0 is above it
+    expected = [[0.0, 1.0, 0.0], [0.8, 1.0, 0.0]] if correction == "mask" else expected
     batch, _ = hand_made(tiny_config(method="offpolicy_grpo", **{"offpolicy.correction": correction,
-                                                                  "offpolicy.staleness": 1, "offpolicy.cap": 2.0}))
+                                                                  "offpolicy.staleness": 1, "offpolicy.cap": cap}))
     assert torch.equal(batch.old_logp, PROX)  # the clip ratio is pi_theta / pi_prox
     assert torch.allclose(batch.weights, torch.tensor(expected), atol=1e-5)
 
@@ -129,7 +131,8 @@ def test_corrections_weigh_by_prox_over_behaviour(tiny_config, correction, expec
 @pytest.mark.parametrize("axes,expected_old,expected", [
     ({"offpolicy.correction": "tis", "offpolicy.clip_against": "behaviour"}, "behav", [[2.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
     ({"offpolicy.correction": "tis", "offpolicy.weight_level": "sequence"}, "prox", [[2.0] * 3, [1.6] * 3]),
-    ({"offpolicy.weight_level": "token", "offpolicy.cap_mode": "mask"}, "behav", [[0.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
+    ({"offpolicy.weight_level": "token", "offpolicy.cap_mode": "mask", "offpolicy.cap_low": 0.0}, "behav",
+     [[0.0, 1.0, 0.5], [0.8, 1.0, 2.0]]),
     ({"offpolicy.correction": "decoupled", "offpolicy.weight_level": "none"}, "prox", None),
 ])
 def test_correction_axes_refine_the_preset(tiny_config, axes, expected_old, expected):
@@ -137,6 +140,18 @@ def test_correction_axes_refine_the_preset(tiny_config, axes, expected_old, expe
                                      **axes))
     assert torch.equal(batch.old_logp, PROX if expected_old == "prox" else BEHAV)
     assert (batch.weights is None) if expected is None else torch.allclose(batch.weights, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("cap_low, expected", [(None, [[0.0, 1.0, 0.0], [0.8, 1.0, 0.0]]),
+                                               (0.0, [[0.0, 1.0, 0.5], [0.8, 1.0, 0.0]]),
+                                               (0.9, [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])])
+def test_masking_drops_weights_below_the_lower_bound_too(tiny_config, cap_low, expected):
+    """IcePop: keep w in [cap_low, cap], cap_low = 1 / cap unless set; 0 masks only above the cap."""
+    batch, metrics = hand_made(tiny_config(method="offpolicy_grpo", **{
+        "offpolicy.correction": "mask", "offpolicy.staleness": 1, "offpolicy.cap": 1.9, "offpolicy.cap_low": cap_low}))
+    assert torch.allclose(batch.weights, torch.tensor(expected))
+    low = 1 / 1.9 if cap_low is None else cap_low
+    assert metrics["offpolicy/below_cap_low_frac"] == pytest.approx(sum(w < low for w in (5, 1, .5, .8, 1, 2)) / 6)
 
 
 def test_no_correction_clips_against_the_behaviour_policy(tiny_config):

@@ -27,6 +27,8 @@ from grpo_lab.conventions import HASHED_AS, NOT_RESULT_KEYS, RUN_ONLY_KEYS, is_r
 FIXES = (
     ("online_rft: Eq. 10's normaliser, every sampled row",
      lambda c: c.method == "online_rft" and c.loss.rft_normalise == "all"),
+    ("offpolicy: a masking correction drops weights below 1 / cap too",
+     lambda c: c.offpolicy.axes[2] == "mask" and c.offpolicy.axes[1] != "none" and c.offpolicy.cap_low is None),
 )
 
 

@@ -248,6 +248,9 @@ class OffPolicyConfig:
                                        "= the correction's", added=True)
     cap_mode: Optional[str] = knob(None,
                                    "truncate | mask | none: weights above cap; None = the correction's", added=True)
+    cap_low: Optional[float] = knob(None, "under cap_mode mask, weights below it are dropped too; None = 1 / cap "
+                                          "(IcePop's two-sided mask), 0 = keep every weight below the cap",
+                                    added=True)
 
     def __post_init__(self):
         _positive("offpolicy.staleness", self.staleness, zero_ok=True)
@@ -260,6 +263,8 @@ class OffPolicyConfig:
         for name, choices in (("clip_against", CLIP_AGAINST), ("weight_level", WEIGHT_LEVELS), ("cap_mode", CAP_MODES)):
             if getattr(self, name) is not None:
                 _choice(f"offpolicy.{name}", getattr(self, name), choices)
+        _check(self.cap_low is None or 0 <= self.cap_low < 1,
+               f"offpolicy.cap_low is {self.cap_low}; it must be in [0, 1) (e.g. 0.5), or null for 1 / cap")
         _check(self.staleness <= self.eta,
                f"offpolicy.staleness={self.staleness} exceeds offpolicy.eta={self.eta}, so every fresh sample "
                "would be dropped as too old; raise offpolicy.eta")
@@ -269,6 +274,11 @@ class OffPolicyConfig:
         """(clip_against, weight_level, cap_mode): the correction preset, with any axis set explicitly replacing its."""
         preset = dict(zip(("clip_against", "weight_level", "cap_mode"), CORRECTION_PRESETS[self.correction]))
         return tuple(getattr(self, k) or v for k, v in preset.items())
+
+    @property
+    def resolved_cap_low(self) -> float:
+        """The lower bound of the kept weights under cap_mode mask: `cap_low`, or 1 / cap."""
+        return 1.0 / self.cap if self.cap_low is None else self.cap_low
 
     @property
     def corrects(self) -> bool:

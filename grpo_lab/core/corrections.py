@@ -41,11 +41,13 @@ class Correction(NamedTuple):
 
 
 def correct(prox_logp: torch.Tensor, behav_logp: torch.Tensor, mask: torch.Tensor, *, clip_against: str = "proximal",
-            level: str = "token", cap_mode: str = "truncate", cap: float = 2.0) -> Correction:
+            level: str = "token", cap_mode: str = "truncate", cap: float = 2.0,
+            cap_low: float | None = None) -> Correction:
     """The ratio's reference log-probs and the weights w of one correction; all tensors (B, T).
 
     ``w_t = pi_prox / pi_behav`` (token) or ``prod_t w_t`` (sequence), then ``min(w, C)``
-    (truncate), ``w 1[w <= C]`` (mask) or ``w`` (none); 0 where ``mask == 0``.
+    (truncate), ``w 1[cap_low <= w <= C]`` (mask; no lower bound for ``cap_low=None``) or ``w``
+    (none); 0 where ``mask == 0``.
     """
     if clip_against not in CLIP_AGAINST:
         raise ValueError(f"unknown clip_against {clip_against!r}; choose one of {', '.join(CLIP_AGAINST)}")
@@ -60,4 +62,5 @@ def correct(prox_logp: torch.Tensor, behav_logp: torch.Tensor, mask: torch.Tenso
             if level == "sequence":
                 log_w = log_w.sum(-1, keepdim=True).expand_as(log_w)
             return Correction(old, masked_fill_zero(torch.exp(log_w), mask))
-    return Correction(old, importance_weights(prox_logp, behav_logp, mask, cap=cap, level=level, mode=cap_mode))
+    return Correction(old, importance_weights(prox_logp, behav_logp, mask, cap=cap, level=level, mode=cap_mode,
+                                              cap_low=cap_low))

@@ -161,15 +161,17 @@ def importance_weights(
     cap: float = 2.0,
     level: str = "token",
     mode: str = "truncate",
+    cap_low: float | None = None,
 ) -> torch.Tensor:
     """Detached importance weights (B, T) correcting for sampling from a behaviour policy.
 
     Token level: ``w_t = pi_target / pi_behavior = exp(target_logp - behavior_logp)``; sequence
     level: ``w_i = prod_{t: m=1} w_t = exp(sum_t m_t (target_logp - behavior_logp))`` given to each
     of the sequence's tokens. ``mode="truncate"``: ``min(w, cap)`` (truncated IS, TIS; Yao et al.,
-    papers.md §4). ``mode="mask"``: ``w`` where ``w <= cap``, else 0 (the token or sequence is
-    dropped). Typical use: multiply the per-token loss by the weights, target = the trainer's
-    pi_old, behavior = the sampler's log-probs. 0 where ``mask == 0``.
+    papers.md §4). ``mode="mask"``: ``w`` where ``cap_low <= w <= cap``, else 0 (the token or
+    sequence is dropped; ``cap_low=None`` keeps every weight below the cap, ``cap_low=1/cap`` is
+    IcePop's two-sided mask). Typical use: multiply the per-token loss by the weights, target = the
+    trainer's pi_old, behavior = the sampler's log-probs. 0 where ``mask == 0``.
     """
     if level not in WEIGHT_LEVELS:
         raise ValueError(f"unknown level {level!r}; choose one of {', '.join(WEIGHT_LEVELS)}")
@@ -185,7 +187,10 @@ def importance_weights(
         if mode == "truncate":
             weights = torch.exp(log_w.clamp(max=log_cap))
         else:  # compare in log space so a huge sequence product never overflows
-            weights = torch.where(log_w <= log_cap, torch.exp(log_w.clamp(max=log_cap)), 0.0)
+            keep = log_w <= log_cap
+            if cap_low is not None and cap_low > 0:
+                keep = keep & (log_w >= math.log(cap_low))
+            weights = torch.where(keep, torch.exp(log_w.clamp(max=log_cap)), 0.0)
         return masked_fill_zero(weights, mask)
 
 

@@ -35,7 +35,7 @@ OBJECTIVES = Registry("objective")
 POLICY_LOSSES = Registry("policy loss")
 SURROGATE_REDUCTIONS = {"actor/loss": "loss", "actor/ratio_max": "max", "actor/ratio_min": "min"}
 CORRECTION_KEYS = ("offpolicy.correction", "offpolicy.cap", "offpolicy.clip_against", "offpolicy.weight_level",
-                   "offpolicy.cap_mode")
+                   "offpolicy.cap_mode", "offpolicy.cap_low")
 
 
 @POLICY_LOSSES.register("clipped", reads=("loss.clip_low", "loss.clip_high", "loss.dual_clip", "loss.level"))
@@ -160,7 +160,7 @@ class Correction:
         prox_logp = inference(ctx.logprobs)(batch.rollout)[0]
         clip_against, level, cap_mode = off.axes
         batch.old_logp, batch.weights = correct(prox_logp, behav_logp, mask, clip_against=clip_against, level=level,
-                                                cap_mode=cap_mode, cap=off.cap)
+                                                cap_mode=cap_mode, cap=off.cap, cap_low=off.resolved_cap_low)
         raw = masked_fill_zero(torch.exp(prox_logp - behav_logp), mask)
         valid = mask > 0
         metrics = {
@@ -168,6 +168,7 @@ class Correction:
             "offpolicy/ratio_mean": float(masked_mean(raw, mask)),
             "offpolicy/ratio_max": float(raw[valid].max()) if valid.any() else 0.0,
             "offpolicy/beyond_cap_frac": float(masked_mean((raw > off.cap).float(), mask)),
+            "offpolicy/below_cap_low_frac": float(masked_mean((raw < off.resolved_cap_low).float(), mask)),
             "offpolicy/kl_behaviour": float(masked_mean(kl_estimate(behav_logp, prox_logp, kind="k3"), mask)),
         }
         if batch.weights is not None:
