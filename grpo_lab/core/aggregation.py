@@ -5,7 +5,7 @@ The choice of normaliser is its own axis (STYLE.md §2), separate from the objec
 - ``token_mean``              sum_{i,t} m_{i,t} l_{i,t} / sum_{i,t} m_{i,t}         DAPO (2503.14476) Eq. 8
 - ``seq_mean_token_mean``     (1/B) sum_i (1/|o_i|) sum_t m_{i,t} l_{i,t}           DeepSeekMath (2402.03300) Eq. 3
 - ``seq_mean_token_sum``      (1/B) sum_i sum_t m_{i,t} l_{i,t}
-- ``seq_mean_token_sum_norm`` (1/B) sum_i sum_t m_{i,t} l_{i,t} / norm               Dr. GRPO (2503.20783), norm = MAX_TOKENS
+- ``seq_mean_token_sum_norm`` (1/B) sum_i sum_t m_{i,t} l_{i,t} / norm               Dr. GRPO (2503.20783), norm = MAX_TOKENS (required)
 
 ``|o_i| = sum_t m_{i,t}``. A sequence with no completion token contributes 0 (never NaN).
 """
@@ -38,7 +38,8 @@ def _seq_mean_token_sum(masked: torch.Tensor, mask: torch.Tensor, norm: float | 
 
 def _seq_mean_token_sum_norm(masked: torch.Tensor, mask: torch.Tensor, norm: float | None) -> torch.Tensor:
     if norm is None:
-        norm = mask.shape[-1]
+        raise ValueError("seq_mean_token_sum_norm needs norm, Dr. GRPO's constant: the generation budget "
+                         "(rollout.max_new_tokens), not a batch's padded width, which changes from batch to batch")
     if norm <= 0:
         raise ValueError(f"norm must be positive, got {norm}")
     return (masked.sum(dim=-1) / norm).mean()
@@ -58,8 +59,8 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce a per-token loss ``(B, T)`` to a scalar with ``mask`` ``(B, T)``; see the module docstring.
 
-    ``norm`` is only used by ``seq_mean_token_sum_norm`` (default ``mask.shape[-1]``, the generation
-    budget T, as in Dr. GRPO's ``(loss * mask).sum(-1) / MAX_TOKENS``).
+    ``norm`` is used only by ``seq_mean_token_sum_norm``, which needs it: the generation budget, as in
+    Dr. GRPO's ``(loss * mask).sum(-1) / MAX_TOKENS`` (a batch's padded width is not a constant).
     """
     if mode not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation mode {mode!r}; choose one of {', '.join(AGGREGATION_MODES)}")

@@ -17,7 +17,12 @@ MASK = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 1.0]])
     ],
 )
 def test_hand_computed(mode, expected):
-    assert aggregate(PER_TOKEN, MASK, mode).item() == pytest.approx(expected)
+    assert aggregate(PER_TOKEN, MASK, mode, norm=3).item() == pytest.approx(expected)
+
+
+def test_the_constant_normaliser_is_the_budget_never_the_padded_width():
+    with pytest.raises(ValueError, match="generation budget"):
+        aggregate(PER_TOKEN, MASK, "seq_mean_token_sum_norm")
 
 
 def test_explicit_norm():
@@ -33,13 +38,13 @@ def test_masked_mean():
 def test_empty_sequence_contributes_zero_without_nan(mode):
     per_token = torch.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
     mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]])
-    out = aggregate(per_token, mask, mode)
+    out = aggregate(per_token, mask, mode, norm=2)
     out.backward()
     assert torch.isfinite(out) and torch.isfinite(per_token.grad).all()
     expected = {"token_mean": 1.5, "seq_mean_token_mean": 0.75, "seq_mean_token_sum": 1.5,
                 "seq_mean_token_sum_norm": 0.75}[mode]
     assert out.item() == pytest.approx(expected)
-    assert aggregate(per_token, torch.zeros_like(mask), mode).item() == 0.0
+    assert aggregate(per_token, torch.zeros_like(mask), mode, norm=2).item() == 0.0
 
 
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
@@ -48,7 +53,7 @@ def test_garbage_under_mask_changes_nothing(mode):
     x = torch.randn(4, 6, generator=gen)
     mask = (torch.rand(4, 6, generator=gen) > 0.4).float()
     garbage = torch.where(mask > 0, x, torch.full_like(x, 1e4))
-    assert torch.equal(aggregate(x, mask, mode), aggregate(garbage, mask, mode))
+    assert torch.equal(aggregate(x, mask, mode, norm=6), aggregate(garbage, mask, mode, norm=6))
 
 
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"])
@@ -67,7 +72,7 @@ def test_sum_norm_gradient_is_independent_of_length():
     mask = torch.zeros(2, 8)
     mask[0, :2] = 1.0
     mask[1, :7] = 1.0
-    aggregate(per_token, mask, "seq_mean_token_sum_norm").backward()
+    aggregate(per_token, mask, "seq_mean_token_sum_norm", norm=8).backward()
     torch.testing.assert_close(per_token.grad, mask / (2 * 8))
     per_token.grad = None
     aggregate(per_token, mask, "seq_mean_token_mean").backward()  # GRPO: 1/|o_i| differs by row
