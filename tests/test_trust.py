@@ -117,3 +117,19 @@ def test_the_minibatches_metrics_merge_by_their_reductions():
     merged = combine(parts, {"actor/ratio_max": "max", "actor/ratio_min": "min", "actor/loss": "loss"})
     assert merged == pytest.approx({"actor/ratio_max": 1.3, "actor/ratio_min": 0.6, "actor/loss": 0.3,
                                     "actor/grad_norm": 2.0})
+
+
+@pytest.mark.parametrize("settings, says", [
+    ({"loss.level": "sequence"}, "GSPO"),
+    ({"loss.objective": "cispo"}, "CISPO"),
+])
+def test_a_recipe_run_away_from_its_papers_settings_warns_in_one_line(tiny_config, settings, says):
+    with pytest.warns(UserWarning, match=says) as caught:
+        tiny_config(**settings)
+    assert all("\n" not in str(w.message) for w in caught)
+
+
+def test_the_papers_settings_run_without_a_warning(tiny_config, recwarn):
+    tiny_config(**{"loss.level": "sequence", "loss.clip_low": 3e-4, "loss.clip_high": 4e-4})
+    tiny_config(**{"loss.objective": "cispo", "loss.aggregation": "token_mean"})
+    assert not [w for w in recwarn if "GSPO" in str(w.message) or "CISPO" in str(w.message)]

@@ -89,12 +89,28 @@ class Config:
         _check(((ro.prompts_per_step + off.replay) * ro.group_size) % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the batch of (prompts_per_step + "
                f"offpolicy.replay) x group_size = {(ro.prompts_per_step + off.replay) * ro.group_size}; choose a divisor")
-        if off.corrects and not off.mismatched:
+        for message in self._departures():
             import warnings
 
-            warnings.warn(f"offpolicy.correction is {off.correction} but staleness, replay, sampler_noise and "
-                          "sampler_dtype leave the behaviour policy equal to the learner: the correction has "
-                          "(almost) nothing to correct", stacklevel=3)
+            warnings.warn(message, stacklevel=3)
+
+    def _departures(self) -> list[str]:
+        """One line for each setting that runs but departs from what its name promises (the paper's
+        settings, something to correct), so that it is never silent."""
+        off, lc = self.offpolicy, self.loss
+        out = []
+        if off.corrects and not off.mismatched:
+            out.append(f"offpolicy.correction is {off.correction} but staleness, replay, sampler_noise and "
+                       "sampler_dtype leave the behaviour policy equal to the learner: the correction has "
+                       "(almost) nothing to correct")
+        if lc.level == "sequence" and max(lc.clip_low, lc.clip_high or lc.clip_low) > 0.01:
+            out.append(f"loss.level is sequence (GSPO) with clip ranges {lc.clip_low:g}/{lc.clip_high or lc.clip_low:g}, "
+                       "a token-level range: GSPO's length-normalised ratio moves far less, and the paper clips it "
+                       "at 3e-4/4e-4 (set loss.clip_low: 3.0e-4, loss.clip_high: 4.0e-4)")
+        if lc.objective == "cispo" and lc.aggregation != "token_mean":
+            out.append(f"loss.objective is cispo with loss.aggregation {lc.aggregation}; CISPO (MiniMax-M1 Eq. 4) "
+                       "normalises by the batch's tokens, loss.aggregation: token_mean")
+        return out
 
     def resolved(self) -> "Config":
         """This config as it runs on this machine: `train.precision: auto` made the concrete precision."""
