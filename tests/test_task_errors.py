@@ -93,3 +93,27 @@ def test_eval_and_export_of_what_is_not_there(tmp_path, capsys, mlflow_db):
     (tmp_path / "taken" / "file.txt").write_text("x")
     err = error_line(capsys, ["export", str(tmp_path / "empty_run"), "--out", str(tmp_path / "taken")])
     assert "is not empty" in err and "--overwrite" in err
+
+
+def test_a_task_class_that_is_not_a_task(tiny_config, tmp_path, capsys, monkeypatch):
+    (tmp_path / "not_tasks.py").write_text(textwrap.dedent('''
+        class NotATask:
+            pass
+
+        class NoSeed:
+            name, alphabet = "x", "ab"
+            def train_examples(self): return []
+            def eval_examples(self): return []
+            def reward(self, example, completion, finished): return 0.0
+            def is_correct(self, example, completion, finished): return False
+            def extract_answer(self, completion): return None
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = tiny_config(**{"sft.steps": 5, "train.steps": 1}).to_dict()
+    path = tmp_path / "c.yaml"
+    for name, says in (("not_tasks:NotATask", "names class NotATask, which has no train_examples, eval_examples"),
+                       ("not_tasks:NoSeed", "names class NoSeed, which takes no seed")):
+        data["task"] = {"name": name}
+        path.write_text(yaml.safe_dump(data))
+        err = error_line(capsys, ["train", str(path), "--no-progress"])
+        assert says in err and "seed=" in err

@@ -125,6 +125,7 @@ class VerifiableTask:
 
 
 TaskFactory = Callable[..., Task]
+TASK_METHODS = ("train_examples", "eval_examples", "reward", "is_correct", "extract_answer")
 
 TASKS: dict[str, TaskFactory] = {}
 """Task name -> factory called as ``factory(seed=..., **options)``."""
@@ -166,8 +167,22 @@ def build_task(name: str, *, seed: int, **options: Any) -> Task:
     is known. A task named by import path must offer the `Task` protocol.
     """
     factory = task_factory(name)
-    parameters = inspect.signature(factory).parameters
+    what = f"task {name!r} names {'class' if isinstance(factory, type) else 'function'} " \
+           f"{getattr(factory, '__qualname__', factory)!s}"
+    if isinstance(factory, type):
+        missing = [attr for attr in TASK_METHODS if not callable(getattr(factory, attr, None))]
+        if missing:
+            raise TaskError(f"{what}, which has no {', '.join(missing)}: it is not a task; a task class offers "
+                            f"name, alphabet and {', '.join(TASK_METHODS)} (subclass grpo_lab.tasks.VerifiableTask) "
+                            "and is built as Class(seed=..., **task.kwargs)")
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        parameters = {}
     accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if not accepts_any and "seed" not in parameters:
+        raise TaskError(f"{what}, which takes no seed: a task is built as {name.rpartition(':')[2]}(seed=..., "
+                        "**task.kwargs), its data fixed by the seed (task.data_seed); add a keyword argument seed")
     if not accepts_any:
         known_options = sorted(p for p in parameters if p != "seed")
         unknown = sorted(set(options) - set(known_options))
