@@ -133,3 +133,32 @@ def test_the_papers_settings_run_without_a_warning(tiny_config, recwarn):
     tiny_config(**{"loss.level": "sequence", "loss.clip_low": 3e-4, "loss.clip_high": 4e-4})
     tiny_config(**{"loss.objective": "cispo", "loss.aggregation": "token_mean"})
     assert not [w for w in recwarn if "GSPO" in str(w.message) or "CISPO" in str(w.message)]
+
+
+def test_a_bf16_sampler_on_the_generic_path_gets_its_pi_old_recomputed(tmp_path, tiny_config):
+    """A tiny Llama takes the generic Hugging Face path, whose cached bf16 decoding rounds otherwise than
+    the learner's full forward: the sampler's log-probs cannot stand in for pi_old there."""
+    from tiny_models import gsm8k_rows, tiny_llama, write_jsonl
+
+    rows = gsm8k_rows(12)
+    data = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
+    folder = tiny_llama(tmp_path / "llama", [r["question"] + "\n" + r["answer"] for r in rows])
+    config = tiny_config(**{"task": {"name": "gsm8k", "path": str(data), "eval_size": 4}, "model": {"path": str(folder)},
+                            "sft": {"steps": 0}, "rollout": {"prompts_per_step": 2, "group_size": 4,
+                                                             "max_new_tokens": 24, "temperature": 0.7, "top_p": 0.9},
+                            "train": {"precision": "bf16-mixed"}})
+    from grpo_lab.models import load_pretrained
+
+    policy, tokenizer = load_pretrained(folder)
+    module = module_class("grpo")(config, policy, tokenizer, build_task_for(config))
+    assert not module.sampler_matches_learner
+    metrics = {}
+    batch = module.prepare(module.source.collect(module, 0).batch, metrics)
+    with torch.no_grad():
+        learner = module.logprobs(batch.rollout)[0]
+    assert torch.equal(batch.old_logp, learner)  # the ratio is exactly 1 at the first update
+    assert batch.weights is None and "offpolicy/kl_behaviour" in metrics
+    mask = batch.rollout.completion_mask > 0
+    assert (batch.rollout.logprobs - learner)[mask].abs().max() > 0  # there was something to recompute
+    lean = make_module(tiny_config(**{"train.precision": "bf16-mixed"}))
+    assert lean.sampler_matches_learner  # the lean Qwen2 path: its sampler's log-probs are the learner's

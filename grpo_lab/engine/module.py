@@ -249,6 +249,15 @@ class Engine(UpdateLoop, L.LightningModule):
         trainer = self._trainer
         return trainer is None or "FSDP" not in type(trainer.strategy).__name__
 
+    @property
+    def sampler_matches_learner(self) -> bool:
+        """Whether the sampler's log-probs of the policy are the learner's, so that they can stand in for
+        pi_old: in float32, or on the lean Qwen2 path, whose cached decoding and full forward compute
+        alike in bf16 too. The generic path (other models, adapters, activation checkpointing, FSDP)
+        under a 16-bit precision rounds its cached decoding otherwise (ratios 0.99-1.05 at the first
+        update): there the learner recomputes pi_old."""
+        return self.precision in ("32-true", "32", "64-true") or (self.lean and fast_qwen2.supports(self.policy))
+
     def ref_logprobs(self, rollout: Rollout, *, sampling: bool = True) -> torch.Tensor:
         if self.ref_policy is None and is_adapted(self.policy):
             with base_model(self.policy):

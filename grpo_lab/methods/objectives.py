@@ -144,7 +144,9 @@ def check_correction(config) -> None:
 class Correction:
     """Importance correction for rows a behaviour policy sampled (core.corrections): pi_prox, the
     learner before this step's updates, is recomputed when the behaviour policy can differ from the
-    learner or the correction needs it; then the ratio's reference and the weights, and diagnostics."""
+    learner, the correction needs it, or the sampler computes the learner's log-probs in other
+    arithmetic (`Engine.sampler_matches_learner`; the ratio is then taken against pi_prox and the
+    difference logged as a mismatch); then the ratio's reference and the weights, and diagnostics."""
 
     reads = CORRECTION_KEYS
     check = staticmethod(check_correction)
@@ -154,11 +156,14 @@ class Correction:
 
     def apply(self, ctx, batch: Batch) -> dict:
         off = self.config.offpolicy
-        if not (off.mismatched or off.corrects):
+        numeric = not getattr(ctx, "sampler_matches_learner", True)  # the learner's weights in other arithmetic
+        if not (off.mismatched or off.corrects or numeric):
             return {}
         behav_logp, mask = batch.rollout.logprobs, batch.mask
         prox_logp = inference(ctx.logprobs)(batch.rollout)[0]
         clip_against, level, cap_mode = off.axes
+        if numeric and not off.mismatched:  # the sampler is the learner: pi_old is the learner's own log-probs
+            clip_against = "proximal"
         batch.old_logp, batch.weights = correct(prox_logp, behav_logp, mask, clip_against=clip_against, level=level,
                                                 cap_mode=cap_mode, cap=off.cap, cap_low=off.resolved_cap_low)
         raw = masked_fill_zero(torch.exp(prox_logp - behav_logp), mask)
