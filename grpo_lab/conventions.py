@@ -32,6 +32,7 @@ STATUSES = (RUNNING, FINISHED, FAILED, INTERRUPTED, PRUNED, KILLED)
 NOT_RESULT_KEYS = (
     "train.out_dir", "train.device", "train.threads", "train.strategy", "train.devices", "train.num_nodes",
     "optim.micro_batch_size",  # the same update in chunks
+    "optim.fused",  # the same update by another kernel
     "tracking.*",
     "sft.cache_dir",
     "model.trust_remote_code",  # a permission: the folder's code runs with it, or the run stops without it

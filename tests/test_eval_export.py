@@ -17,7 +17,7 @@ from conftest import TINY
 from golden.scenarios import stored_warm_start
 from grpo_lab.cli import main
 from grpo_lab.config import from_dict, merge
-from grpo_lab.engine.module import TABLE_FILE
+from grpo_lab.engine.engine import TABLE_FILE
 from grpo_lab.runs.checkpoint import load_checkpoint
 
 EVAL_KEYS = ("eval/greedy_accuracy", "eval/accuracy", "eval/pass_at_4", "eval/maj_at_4")

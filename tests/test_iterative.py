@@ -57,10 +57,12 @@ def test_a_reset_copies_the_policy_into_the_reference(tiny_config):
             p.add_(0.01)
     policy_state = {k: v.clone() for k, v in module.policy.state_dict().items()}
     schedule = module.schedules[0]
-    assert schedule.before_step(module, 1) == {"iterative/iteration": 0.0}  # mid-iteration: nothing moves
+    mid = schedule.before_step(module.step_of(1))  # mid-iteration: nothing moves
+    assert mid.metrics == {"iterative/iteration": 0.0} and mid.reference is None
     assert not torch.equal(module.ref_policy.state_dict()["lm_head.weight"], policy_state["lm_head.weight"])
-    metrics = schedule.before_step(module, 2)
-    assert metrics["iterative/reference_reset"] == 1.0
+    done = schedule.before_step(module.step_of(2))  # the schedule asks, the engine moves the reference
+    assert done.metrics["iterative/reference_reset"] == 1.0 and done.reference.alpha == 1.0
+    module.update_reference(done.reference)
     assert all(torch.equal(v, policy_state[k]) for k, v in module.ref_policy.state_dict().items())
     rollout = module.generate(module.prompts_for_step(0), group_size=2)
     assert torch.equal(module.ref_logprobs(rollout), module.logprobs(rollout)[0].detach())
@@ -123,9 +125,10 @@ def test_reference_sync_mixes_the_policy_into_the_reference(tiny_config):
             p.mul_(1.5).add_(0.01)
     before = [p.clone() for p in module.ref_policy.parameters()]
     sync = module.schedules[0]
-    assert sync.before_step(module, 1) == {} and all(torch.equal(a, b) for a, b in
-                                                     zip(before, module.ref_policy.parameters()))
-    assert sync.before_step(module, 2) == {"reference/synced": 1.0}
+    assert sync.before_step(module.step_of(1)).reference is None
+    done = sync.before_step(module.step_of(2))
+    assert done.metrics == {"reference/synced": 1.0} and done.reference.alpha == 0.25
+    module.update_reference(done.reference)
     for old, new, pol in zip(before, module.ref_policy.parameters(), module.policy.parameters()):
         torch.testing.assert_close(new, 0.25 * pol + 0.75 * old)
     result = run(with_overrides(config, **{"train.steps": 4, "train.eval_every": 4}), progress=False, log=False)

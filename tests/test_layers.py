@@ -11,7 +11,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "grpo_lab"
 LAYERS = [  # lowest first; a module may import its own layer and those below
-    ["grpo_lab", "grpo_lab.conventions", "grpo_lab.errors", "grpo_lab.imports"],
+    ["grpo_lab", "grpo_lab.conventions", "grpo_lab.errors", "grpo_lab.imports", "grpo_lab.registry"],
     ["grpo_lab.config", "grpo_lab.core", "grpo_lab.evaluation", "grpo_lab.seeding", "grpo_lab.specs"],
     ["grpo_lab.models", "grpo_lab.tasks", "grpo_lab.analysis"],
     ["grpo_lab.rollout"],
@@ -25,7 +25,7 @@ LAYERS = [  # lowest first; a module may import its own layer and those below
 ANALYSIS_MAY_IMPORT = ("grpo_lab.analysis", "grpo_lab.conventions", "grpo_lab.specs", "grpo_lab.config",
                        "grpo_lab.errors")
 CORE_MAY_IMPORT = ("torch", "numpy", "math", "typing", "dataclasses", "__future__", "grpo_lab.core", "collections",
-                   "functools")
+                   "functools", "importlib")
 
 
 def modules() -> dict[str, Path]:

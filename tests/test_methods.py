@@ -138,7 +138,7 @@ def test_process_supervision_rewards_the_finished_answer(method_config):
     examples = module.train_examples[:4]
     scored = module.score(module.generate(examples, group_size=2), examples, 2)
     scored.rewards[:] = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
-    rewards, step_mask = step_reward_tensors(module, scored)
+    rewards, step_mask = step_reward_tensors(module.step_of(0), scored)
     mask = scored.rollout.completion_mask
     last = mask.sum(-1).long() - 1
     assert (step_mask[torch.arange(8), last] == 1).all()  # the last token is always a step end
@@ -190,7 +190,7 @@ def test_cli_paradigm_prints_every_recipe_from_the_registry(capsys):
         assert main(["paradigm"]) == 0
         assert "`method: sft_again`" in capsys.readouterr().out  # the table is the registry's
     finally:
-        del RECIPES.entries["sft_again"]
+        RECIPES.remove("sft_again")
 
 
 @pytest.mark.parametrize("method", ["grpo", "ppo"])

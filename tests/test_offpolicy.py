@@ -8,12 +8,13 @@ import io
 import pytest
 import torch
 
-from types import SimpleNamespace
 
 from grpo_lab.config import ConfigError
 from grpo_lab.methods import check_config
 from grpo_lab.methods.batch import Batch
-from grpo_lab.methods.data import staleness_metrics
+from grpo_lab.methods.collective import Collective
+from grpo_lab.methods.step import Step
+from grpo_lab.methods.sources import staleness_metrics
 from grpo_lab.methods.objectives import Correction
 from grpo_lab.core.objectives import importance_weights
 from grpo_lab.rollout.replay import ReplayBuffer, ReplayGroup, concat_rollouts
@@ -71,27 +72,27 @@ def test_lagging_copy_samples_with_the_weights_of_s_steps_ago(tiny_config):
     param = next(module.policy.parameters())
     seen = []
     for step in range(5):
-        sampler, version = module.source.behaviour(module, step)
+        sampler, version = module.behaviour.sampler(module.policy, step)
         seen.append((version, float(next(sampler.parameters()).flatten()[0])))
         with torch.no_grad():
             param.add_(1.0)  # one "update" per step: weights of version v have offset v
     start = seen[0][1]
     assert [v for v, _ in seen] == [0, 0, 0, 1, 2]
     assert [round(w - start) for _, w in seen] == [0, 0, 0, 1, 2]
-    assert len(module.source.snapshots) == 3  # s + 1 versions kept, no more
+    assert len(module.behaviour.snapshots) == 3  # s + 1 versions kept, no more
 
 
 @pytest.mark.parametrize("overrides", [{"offpolicy.sampler_noise": 0.5}, {"offpolicy.sampler_dtype": "bfloat16"}])
 def test_sampler_mismatch_makes_behaviour_logprobs_differ(tiny_config, overrides):
     module = make_module(tiny_config(method="offpolicy_grpo", **overrides))
-    sampler, _ = module.source.behaviour(module, 0)
+    sampler, _ = module.behaviour.sampler(module.policy, 0)
     ro = collect(module, 0, sampler)[1].rollout
     with torch.no_grad():
         learner = module.logprobs(ro)[0]
     gap = ((ro.logprobs - learner).abs() * ro.completion_mask).max()
     assert gap > 1e-3
     same = make_module(tiny_config(method="offpolicy_grpo"))
-    ro = collect(same, 0, same.source.behaviour(same, 0)[0])[1].rollout
+    ro = collect(same, 0, same.behaviour.sampler(same.policy, 0)[0])[1].rollout
     with torch.no_grad():
         assert ((ro.logprobs - same.logprobs(ro)[0]).abs() * ro.completion_mask).max() < 1e-4
 
@@ -107,8 +108,9 @@ def hand_made(config):
     rollout = Rollout(torch.ones(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.long),
                       torch.ones(2, 3, dtype=torch.long), MASK.clone(), BEHAV.clone(), torch.ones(2, dtype=torch.bool))
     batch = Batch(rollout)
-    ctx = SimpleNamespace(logprobs=lambda ro: (PROX.clone(), None))
-    metrics = Correction(config).apply(ctx, batch)
+    step = Step(config=config, recipe=None, index=0, task=None, tokenizer=None, train_examples=[],
+                device=torch.device("cpu"), collective=Collective(), logprobs=lambda ro: (PROX.clone(), None))
+    metrics = Correction(config).apply(step, batch)
     return batch, metrics
 
 
@@ -243,8 +245,9 @@ def test_stale_replayed_noisy_run_logs_diagnostics_and_checkpoints_its_state(tin
         assert r["offpolicy/kl_behaviour"] > 0  # the noisy sampler is not the learner
     assert rows[0]["offpolicy/replayed_frac"] == 0 and rows[-1]["offpolicy/replayed_frac"] > 0
     assert rows[-1]["offpolicy/stale_frac"] == 1.0  # steps >= 1 sample with old weights, replay is older still
-    state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["grpo_lab"]["data"]
-    assert [s["version"] for s in state["snapshots"]] == [1, 2, 3]
+    saved = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["grpo_lab"]
+    state = saved["data"]
+    assert [s["version"] for s in saved["behaviour"]["snapshots"]] == [1, 2, 3]
     assert state["buffer"]["groups"] and all(3 - g["version"] <= 3 for g in state["buffer"]["groups"])
     module = make_module(config)
     module.source.load_state_dict(state)
@@ -256,7 +259,7 @@ def test_dynamic_sampling_feeds_off_policy_groups(tiny_config):
     module = make_module(tiny_config(method="offpolicy_grpo", **{
         "rollout.dynamic_sampling": True, "rollout.max_sampling_rounds": 12, "offpolicy.staleness": 1}))
     module.task = FirstCharTask(module.task)
-    sampler, version = module.source.behaviour(module, 0)
+    sampler, version = module.behaviour.sampler(module.policy, 0)
     kept = collect(module, 0, sampler)[0]
     assert kept.rewards.numel() == module.config.rollout.batch_size and version == 0
 

@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 
-from grpo_lab.config import METHODS, Config, ConfigError, from_dict, merge
+from grpo_lab.config import Config, ConfigError, from_dict, merge
 from grpo_lab.methods import RECIPES, check_config
 from grpo_lab.methods.recipes import covers
 
@@ -72,7 +72,7 @@ def config_with(method: str, key: str) -> Config:
     return from_dict(data)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", RECIPES.names())
 def test_every_key_is_read_or_refused(method):
     recipe = RECIPES.get(method).obj
     for key in settable_keys():
@@ -97,7 +97,7 @@ def test_every_key_is_read_or_refused(method):
 
 def test_every_key_is_read_by_some_method():
     unread = [k for k in settable_keys()
-              if not any(covers(RECIPES.get(m).obj.reads(Config(), every_choice=True), k) for m in METHODS)]
+              if not any(covers(RECIPES.get(m).obj.reads(Config(), every_choice=True), k) for m in RECIPES.names())]
     assert not unread
 
 
@@ -122,9 +122,9 @@ def test_ppo_refuses_dynamic_sampling_and_honours_overlong_filtering_and_punishm
     task = build_task_for(config)
     torch.manual_seed(0)
     module = PPO(config, *build_policy(config.model, task.alphabet), task)
-    data = module.source.collect(module, 0)
+    data = module.source.collect(module.step_of(0))
     assert data.metrics["rollout/overlong_penalty"] < 0  # the untrained policy rambles into the punishment
-    batch = module.prepare(data.batch, {})
+    batch = module.prepare(module.step_of(0), data.batch, {})
     truncated = ~batch.rollout.finished
     assert truncated.any() and (batch.loss_mask[truncated] == 0).all()
     assert torch.equal(batch.loss_mask[~truncated], batch.rollout.completion_mask[~truncated])

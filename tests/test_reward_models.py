@@ -106,7 +106,7 @@ def test_a_learned_reward_replaces_the_task_reward_and_the_verifier_stays_logged
     torch.nn.init.normal_(reward_model.head.weight, std=0.5)
     module = GRPO(config, policy, tokenizer, task, reward_model=reward_model)
     assert not any(p.requires_grad for p in module.reward_model.parameters())  # frozen
-    data = module.source.collect(module, 0)
+    data = module.source.collect(module.step_of(0))
     with torch.no_grad():
         expected = reward_model.score(data.batch.rollout)  # all rows at once, against chunks of 5
     torch.testing.assert_close(data.batch.rewards, expected, rtol=1e-5, atol=1e-6)

@@ -23,12 +23,12 @@ from grpo_lab.runs.train import build_task_for, run
 
 def collect(module, step=0, policy=None):
     """(kept batch or None, every batch drawn, sampling metrics) of the module's data source at `step`."""
-    return module.source.sample(module, step, policy or module.policy)
+    return module.source.sample(module.step_of(step), policy or module.policy)[:3]
 
 
 def prepared(module, batch):
     """`batch` after the step's advantage stage and each objective's preparation."""
-    return module.prepare(batch, {})
+    return module.prepare(module.step_of(0), batch, {})
 
 
 def make_module(config):
@@ -127,7 +127,7 @@ def test_module_uses_max_new_tokens_as_the_default_constant(tiny_config):
     ro = batch.rollout
     batch.advantages = torch.ones(ro.completion_ids.shape[0])
     rows = torch.arange(ro.completion_ids.shape[0])
-    loss, _ = module.objectives[0].loss(module, batch, rows)
+    loss, _ = module.objectives[0].loss(module.step_of(0), batch, rows)
     # at the sampler's own weights the ratio is 1, so the loss is -sum_i |o_i| / (B * 6)
     assert loss.item() == pytest.approx(-(ro.lengths.sum() / (len(rows) * 6)).item(), rel=1e-4)
 
@@ -137,7 +137,7 @@ def test_module_uses_max_new_tokens_as_the_default_constant(tiny_config):
 def test_advantage_scale(tiny_config, scale):
     module = make_module(tiny_config(**{"advantage.scale": scale, "rollout.group_size": 4}))
     rewards = torch.tensor([0.0, 0, 0, 1, 0, 1, 0, 1])
-    adv = module.estimator(module, Batch(None, rewards=rewards)).advantages
+    adv = module.estimator.obj(module.step_of(0), Batch(None, rewards=rewards)).advantages
     centred = rewards - rewards.view(2, 4).mean(1).repeat_interleave(4)
     if scale == "none":  # Dr. GRPO: no division, the rare success of group 1 gets 0.75
         assert torch.allclose(adv, centred)
@@ -153,17 +153,17 @@ def test_dynamic_sampling_leaves_no_zero_variance_group(tiny_config):
                             "rollout.prompts_per_step": 4, "rollout.group_size": 4})
     module = make_module(config)
     module.task = FirstCharTask(module.task)
-    kept, _, stats = collect(module)
+    kept, _, stats, spent = module.source.sample(module.step_of(0), module.policy)
     assert kept.rewards.numel() == 4 * 4  # the batch is full
     assert not adv_lib.zero_std_groups(kept.rewards, 4).any()
     assert stats["rollout/sampling_rounds"] > 1 and stats["rollout/dropped_groups"] > 0
     assert stats["rollout/prompts_drawn"] == 4 * stats["rollout/sampling_rounds"]
-    assert module.budget["samples"] == stats["rollout/prompts_drawn"] * 4  # every sample drawn counts
+    assert spent["samples"] == stats["rollout/prompts_drawn"] * 4  # every sample drawn counts
     # the extra prompts are a pure function of (seed, step, round)
     other = make_module(config)
-    assert ([e.prompt for e in module.source.extra_prompts(module, 0, 1)]
-            == [e.prompt for e in other.source.extra_prompts(other, 0, 1)])
-    assert module.source.extra_prompts(module, 0, 1) != module.source.extra_prompts(module, 0, 2)
+    assert ([e.prompt for e in module.source.extra_prompts(module.step_of(0), 1)]
+            == [e.prompt for e in other.source.extra_prompts(other.step_of(0), 1)])
+    assert module.source.extra_prompts(module.step_of(0), 1) != module.source.extra_prompts(module.step_of(0), 2)
     # without the switch the same data keeps its zero-variance groups
     off = make_module(tiny_config(**{"rollout.prompts_per_step": 4, "rollout.group_size": 4}))
     off.task = FirstCharTask(off.task)
@@ -260,7 +260,7 @@ def test_kl_in_the_reward_is_subtracted_before_the_group_normalisation(tiny_conf
     assert torch.allclose(drawn.rewards, task_rewards - 0.5 * kl, atol=1e-5)
     assert stats["rollout/kl_penalty"] == pytest.approx(float(0.5 * kl.mean()), rel=1e-4)
     # with all task rewards 0, the advantage now ranks completions by their KL to the reference
-    adv = module.estimator(module, drawn).advantages
+    adv = module.estimator.obj(module.step_of(0), drawn).advantages
     assert adv.abs().sum() > 0
 
 

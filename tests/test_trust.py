@@ -46,13 +46,13 @@ def test_supervised_objectives_train_the_models_own_logprobs_not_the_samplers(ti
     config = tiny_config(method=method, **{"rollout.temperature": 0.6, "rollout.top_p": 0.8,
                                            "loss.aggregation": "token_mean"})
     module = make_module(config)
-    data = module.source.collect(module, 0)
-    batch = module.prepare(data.batch, {}) if data.batch is not None else None
+    data = module.source.collect(module.step_of(0))
+    batch = module.prepare(module.step_of(0), data.batch, {}) if data.batch is not None else None
     if batch is None:
         pytest.skip("no correct sample to train on")
     objective = module.objectives[0]
     rows = torch.arange(batch.rows)
-    loss, _ = objective.loss(module, batch, rows)
+    loss, _ = objective.loss(module.step_of(0), batch, rows)
     untempered = supervised_loss(own_logprobs(module.policy, batch.rollout), batch.rollout.completion_mask,
                                  aggregation="token_mean")
     assert loss.item() == pytest.approx(untempered.item() * getattr(batch, "loss_scale", 1.0), rel=1e-5)
@@ -64,12 +64,12 @@ def test_supervised_objectives_train_the_models_own_logprobs_not_the_samplers(ti
 def test_dpo_trains_the_models_own_logprobs_against_the_references_own(tiny_config):
     config = tiny_config(method="dpo", **{"rollout.temperature": 0.6, "rollout.top_p": 0.8, "dpo.beta": 0.5})
     module = make_module(config, ref=True)
-    data = module.source.collect(module, 0)
+    data = module.source.collect(module.step_of(0))
     if data.batch is None:
         pytest.skip("the untrained policy gave no (correct, wrong) pair")
-    batch = module.prepare(data.batch, {})
+    batch = module.prepare(module.step_of(0), data.batch, {})
     pairs = torch.arange(batch.pairs)
-    loss, _ = module.objectives[0].loss(module, batch, pairs)
+    loss, _ = module.objectives[0].loss(module.step_of(0), batch, pairs)
     rollout = batch.rollout
     with torch.no_grad():
         ref = own_logprobs(module.ref_policy, rollout)
@@ -82,12 +82,12 @@ def test_online_rft_normalises_by_every_sampled_row_as_eq_10(tiny_config, aggreg
     """Eq. 10: (1/B) sum_i I(o_i) (1/|o_i|) sum_t log pi; the wrong rows count with coefficient 0."""
     config = tiny_config(method="online_rft", **{"loss.aggregation": aggregation})
     module = make_module(config)
-    data = module.source.collect(module, 0)
+    data = module.source.collect(module.step_of(0))
     whole = data.batch
-    batch = module.prepare(whole, {})
+    batch = module.prepare(module.step_of(0), whole, {})
     correct = whole.correct
     assert 0 < int(correct.sum()) < whole.rows  # some rows kept, some not: the normaliser matters
-    loss, _ = module.objectives[0].loss(module, batch, torch.arange(batch.rows))
+    loss, _ = module.objectives[0].loss(module.step_of(0), batch, torch.arange(batch.rows))
     with torch.no_grad():
         logp = own_logprobs(module.policy, whole.rollout)
     mask = whole.rollout.completion_mask * correct[:, None]
@@ -99,8 +99,8 @@ def test_online_rft_normalises_by_every_sampled_row_as_eq_10(tiny_config, aggreg
     kept = tiny_config(method="online_rft", **{"loss.aggregation": aggregation, "loss.rft_normalise": "kept"})
     assert kept.config_hash() != config.config_hash()
     module = make_module(kept)
-    batch = module.prepare(module.source.collect(module, 0).batch, {})
-    loss_kept, _ = module.objectives[0].loss(module, batch, torch.arange(batch.rows))
+    batch = module.prepare(module.step_of(0), module.source.collect(module.step_of(0)).batch, {})
+    loss_kept, _ = module.objectives[0].loss(module.step_of(0), batch, torch.arange(batch.rows))
     if aggregation == "token_mean":  # the mean over the correct rows alone: 1/accuracy times Eq. 10's
         expected = -(logp * mask).sum() / mask.sum()
     else:
@@ -153,7 +153,7 @@ def test_a_bf16_sampler_on_the_generic_path_gets_its_pi_old_recomputed(tmp_path,
     module = module_class("grpo")(config, policy, tokenizer, build_task_for(config))
     assert not module.sampler_matches_learner
     metrics = {}
-    batch = module.prepare(module.source.collect(module, 0).batch, metrics)
+    batch = module.prepare(module.step_of(0), module.source.collect(module.step_of(0)).batch, metrics)
     with torch.no_grad():
         learner = module.logprobs(batch.rollout)[0]
     assert torch.equal(batch.old_logp, learner)  # the ratio is exactly 1 at the first update

@@ -9,17 +9,16 @@ a method reads is checked against its recipe (`grpo_lab.methods.check_config`).
 
 from dataclasses import replace
 
-from grpo_lab.config.fields import ADVANTAGE_ESTIMATORS, AGGREGATIONS, METHODS, POLICY_OBJECTIVES, ConfigError, knob
+from grpo_lab.config.fields import ConfigError, knob
 from grpo_lab.config.loading import from_dict, load_config, merge, parse_overrides, with_overrides
 from grpo_lab.config.reward import IterativeConfig, ReferenceConfig, RewardConfig, RewardModelConfig
 from grpo_lab.config.root import Config, flatten
 from grpo_lab.config.sections import (
-    CORRECTION_PRESETS, OFFPOLICY_CORRECTIONS, AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig,
+    OFFPOLICY_CORRECTIONS, AdvantageConfig, CriticConfig, DPOConfig, LossConfig, ModelConfig,
     OffPolicyConfig, OptimConfig, RolloutConfig, SFTConfig, TaskConfig, TrackingConfig, TrainConfig,
 )
 
-__all__ = ["ADVANTAGE_ESTIMATORS", "AGGREGATIONS", "CORRECTION_PRESETS", "METHODS", "OFFPOLICY_CORRECTIONS", "POLICY_OBJECTIVES",
-           "AdvantageConfig", "Config", "ConfigError", "CriticConfig", "DPOConfig", "IterativeConfig", "LossConfig",
+__all__ = ["OFFPOLICY_CORRECTIONS", "AdvantageConfig", "Config", "ConfigError", "CriticConfig", "DPOConfig", "IterativeConfig", "LossConfig",
            "ModelConfig", "ReferenceConfig", "RewardConfig", "RewardModelConfig",
            "OffPolicyConfig", "OptimConfig", "RolloutConfig", "SFTConfig", "TaskConfig", "TrackingConfig",
            "TrainConfig", "flatten", "from_dict", "knob", "load_config", "merge", "parse_overrides", "replace",

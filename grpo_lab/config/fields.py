@@ -8,10 +8,6 @@ from typing import Any
 
 from grpo_lab.errors import GrpoLabError
 
-METHODS = ("sft", "rft", "online_rft", "dpo", "ppo", "grpo", "offpolicy_grpo", "reward_model")  # the built-in recipes
-AGGREGATIONS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_mean_token_sum_norm")
-POLICY_OBJECTIVES = ("clipped", "cispo")  # the built-in policy losses
-ADVANTAGE_ESTIMATORS = ("group", "rloo", "process", "reinforce_pp", "gae", "indicator")  # the built-in estimators
 
 
 class ConfigError(GrpoLabError, ValueError):
@@ -39,8 +35,8 @@ def _positive(name: str, value: float, *, zero_ok: bool = False) -> None:
     _check(ok, f"{name} is {value}; it must be {'>= 0' if zero_ok else '> 0'}")
 
 
-def _choice_or_path(name: str, value: Any, choices: tuple) -> None:
-    """A built-in name, or an import path (``package.module:name``) of a registered component of one's own."""
-    _check(value in choices or (isinstance(value, str) and ":" in value),
-           f"{name} is {value!r}; choose one of {', '.join(map(str, choices))}, or name one of your own by import "
-           "path (my_pkg.module:name)")
+def _component(name: str, value: Any) -> None:
+    """A component's name (checked against its registry by `grpo_lab.methods.check_config`, where the
+    registries are), or an import path (``package.module:name``) of one's own."""
+    _check(isinstance(value, str) and bool(value.strip()),
+           f"{name} is {value!r}; give a registered name or an import path (my_pkg.module:name)")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from grpo_lab.config.fields import METHODS, _check, knob
+from grpo_lab.config.fields import _check, _component, knob
 from grpo_lab.config.precision import resolve_precision
 from grpo_lab.config.reward import IterativeConfig, ReferenceConfig, RewardConfig, RewardModelConfig
 from grpo_lab.config.sections import (
@@ -60,9 +60,7 @@ class Config:
         "help": "periodic reference updates (sync_every, mixup_alpha)", "added": True})
 
     def __post_init__(self):
-        _check(self.method in METHODS or ":" in self.method,
-               f"method is {self.method!r}; choose one of {', '.join(METHODS)}, or name a recipe by import path "
-               "(my_pkg.recipes:my_method)")
+        _component("method", self.method)
         _check(self.rollout.batch_size % self.optim.minibatches == 0,
                f"optim.minibatches={self.optim.minibatches} does not divide the rollout batch of "
                f"{self.rollout.batch_size} completions; choose a divisor")

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from grpo_lab.conventions import default_tracking_uri, workspace
-from grpo_lab.config.fields import (
-    ADVANTAGE_ESTIMATORS, AGGREGATIONS, POLICY_OBJECTIVES, _check, _choice, _choice_or_path, _positive, knob,
-)
+from grpo_lab.config.fields import _check, _choice, _component, _positive, knob
+from grpo_lab.core.choices import AGGREGATION_MODES, CAP_MODES, CLIP_AGAINST, CORRECTION_PRESETS, KL_KINDS, WEIGHT_LEVELS
 from grpo_lab.config.task import DATA_KEYS, DATA_TASKS, TaskConfig  # noqa: F401 (the task section lives there)
 from grpo_lab.config.precision import PRECISIONS
 
@@ -128,7 +127,7 @@ class AdvantageConfig:
     eps: float = knob(1e-6, "added to the std the advantages are divided by")
 
     def __post_init__(self):
-        _choice_or_path("advantage.estimator", self.estimator, ADVANTAGE_ESTIMATORS)
+        _component("advantage.estimator", self.estimator)
         _choice("advantage.scale", self.scale, ("group", "batch", "none"))
 
 
@@ -164,10 +163,10 @@ class LossConfig:
         _check(self.dual_clip is None or self.dual_clip > 1,
                f"loss.dual_clip is {self.dual_clip}; it must be > 1 (e.g. 3.0) or null")
         _choice("loss.level", self.level, ("token", "sequence"))
-        _choice("loss.aggregation", self.aggregation, AGGREGATIONS)
+        _choice("loss.aggregation", self.aggregation, AGGREGATION_MODES)
         _positive("loss.kl_beta", self.kl_beta, zero_ok=True)
         if self.kl_estimator is not None:
-            _choice("loss.kl_estimator", self.kl_estimator, ("k1", "k2", "k3"))
+            _choice("loss.kl_estimator", self.kl_estimator, KL_KINDS)
         _choice("loss.kl_placement", self.kl_placement, ("loss", "reward"))
         _check(self.kl_placement == "loss" or self.kl_kind == "k1",
                f"loss.kl_estimator {self.kl_kind} in the reward has almost no gradient: a penalty in the reward is "
@@ -183,7 +182,7 @@ class LossConfig:
                f"loss.level is sequence (GSPO) but loss.aggregation is {self.aggregation}; GSPO weighs each sequence "
                "equally, use loss.aggregation: seq_mean_token_mean")
         _positive("loss.entropy_coef", self.entropy_coef, zero_ok=True)
-        _choice_or_path("loss.objective", self.objective, POLICY_OBJECTIVES)
+        _component("loss.objective", self.objective)
         _choice("loss.rft_normalise", self.rft_normalise, ("all", "kept"))
 
     @property
@@ -204,6 +203,8 @@ class OptimConfig:
     epochs: int = knob(1, "mu: passes over each rollout batch")
     minibatches: int = knob(1, "optimizer updates per pass")
     micro_batch_size: int = knob(0, "sequences per forward/backward, gradients accumulated; 0: the whole minibatch")
+    fused: bool = knob(True, "AdamW's fused kernel where torch has one for the device (the same update, other "
+                             "float rounding)", added=True)
 
     def __post_init__(self):
         _positive("optim.lr", self.lr)
@@ -218,17 +219,7 @@ class OptimConfig:
         return self.epochs * self.minibatches
 
 
-CORRECTION_PRESETS = {  # offpolicy.correction -> (clip_against, weight_level, cap_mode); core/corrections.py
-    "none": ("behaviour", "none", "truncate"),
-    "tis": ("proximal", "token", "truncate"),
-    "mask": ("proximal", "token", "mask"),
-    "sequence_tis": ("proximal", "sequence", "truncate"),
-    "sequence_mask": ("proximal", "sequence", "mask"),
-    "decoupled": ("proximal", "token", "none"),
-}
-OFFPOLICY_CORRECTIONS = tuple(CORRECTION_PRESETS)
-CLIP_AGAINST, WEIGHT_LEVELS = ("behaviour", "proximal"), ("none", "token", "sequence")
-CAP_MODES = ("truncate", "mask", "none")
+OFFPOLICY_CORRECTIONS = tuple(CORRECTION_PRESETS)  # offpolicy.correction: the presets of core.corrections
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,25 @@
 """Pure tensor math of grpo_lab: advantages, KL, objectives, aggregation, value and preference
-losses, and the unified paradigm (DeepSeekMath Table 10). torch only; no trainer imports."""
+losses, and the unified paradigm (DeepSeekMath Table 10). torch only; no trainer imports.
 
-from grpo_lab.core.advantages import GAEResult, gae, group_relative, process_supervised, rloo, zero_std_groups
-from grpo_lab.core.aggregation import AGGREGATION_MODES, aggregate, masked_mean
-from grpo_lab.core.kl import KL_KINDS, kl_estimate
-from grpo_lab.core.objectives import (
-    SurrogateResult,
-    clipped_surrogate,
-    effective_sample_size,
-    importance_weights,
-)
-from grpo_lab.core.paradigm import TABLE, MethodSpec, format_table, gradient_coefficient
-from grpo_lab.core.preference import DPOResult, dpo_loss
-from grpo_lab.core.value import clipped_value_loss
+The names below load their module when first used, so that `grpo_lab.core.choices` (the named
+choices, free of torch) can be read by the config before torch is imported.
+"""
 
-__all__ = [
-    "AGGREGATION_MODES", "KL_KINDS", "TABLE", "DPOResult", "GAEResult", "MethodSpec", "SurrogateResult",
-    "aggregate", "clipped_surrogate", "clipped_value_loss", "dpo_loss", "effective_sample_size",
-    "format_table", "gae", "gradient_coefficient", "group_relative", "importance_weights", "kl_estimate",
-    "masked_mean", "process_supervised", "rloo", "zero_std_groups",
-]
+from importlib import import_module
+
+EXPORTS = {  # name -> the module of grpo_lab.core that defines it
+    "GAEResult": "advantages", "gae": "advantages", "group_relative": "advantages",
+    "process_supervised": "advantages", "rloo": "advantages", "zero_std_groups": "advantages",
+    "AGGREGATION_MODES": "choices", "KL_KINDS": "choices", "aggregate": "aggregation", "masked_mean": "aggregation",
+    "kl_estimate": "kl", "SurrogateResult": "objectives", "clipped_surrogate": "objectives",
+    "effective_sample_size": "objectives", "importance_weights": "objectives", "TABLE": "paradigm",
+    "MethodSpec": "paradigm", "format_table": "paradigm", "gradient_coefficient": "paradigm",
+    "DPOResult": "preference", "dpo_loss": "preference", "clipped_value_loss": "value",
+}
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in EXPORTS:
+        return getattr(import_module(f"grpo_lab.core.{EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'grpo_lab.core' has no attribute {name!r}")

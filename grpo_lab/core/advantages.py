@@ -16,8 +16,8 @@ from typing import NamedTuple
 import torch
 
 from grpo_lab.core.aggregation import masked_fill_zero, masked_mean
+from grpo_lab.core.choices import GROUP_SCALES
 
-GROUP_SCALES = ("group", "batch", "none")
 AGREE_TOL = 1e-6  # rewards this close (relative to max(1, |r|)) agree: their differences are rounding
 
 

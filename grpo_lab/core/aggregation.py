@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import torch
 
+from grpo_lab.core.choices import AGGREGATION_MODES
+
+
 def masked_fill_zero(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``m * x`` with exact zeros where ``m == 0``, even when ``x`` holds huge values there. Shapes (B, T)."""
     return torch.where(mask > 0, x * mask, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -45,13 +48,8 @@ def _seq_mean_token_sum_norm(masked: torch.Tensor, mask: torch.Tensor, norm: flo
     return (masked.sum(dim=-1) / norm).mean()
 
 
-AGGREGATIONS = {  # mode -> reduction of the masked per-token loss (B, T) to a scalar
-    "token_mean": _token_mean,
-    "seq_mean_token_mean": _seq_mean_token_mean,
-    "seq_mean_token_sum": _seq_mean_token_sum,
-    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
-}
-AGGREGATION_MODES = tuple(AGGREGATIONS)
+AGGREGATIONS = dict(zip(AGGREGATION_MODES, (  # mode -> reduction of the masked per-token loss (B, T) to a scalar
+    _token_mean, _seq_mean_token_mean, _seq_mean_token_sum, _seq_mean_token_sum_norm)))
 
 
 def aggregate(

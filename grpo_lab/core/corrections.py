@@ -20,19 +20,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from grpo_lab.core.aggregation import masked_fill_zero
+from grpo_lab.core.choices import CAP_MODES, CLIP_AGAINST, CORRECTION_PRESETS as PRESETS
+from grpo_lab.core.choices import WEIGHT_LEVELS as LEVELS
 from grpo_lab.core.objectives import importance_weights
-
-CLIP_AGAINST = ("behaviour", "proximal")
-LEVELS = ("none", "token", "sequence")
-CAP_MODES = ("truncate", "mask", "none")
-PRESETS = {  # name -> (clip_against, level, cap_mode)
-    "none": ("behaviour", "none", "truncate"),
-    "tis": ("proximal", "token", "truncate"),
-    "mask": ("proximal", "token", "mask"),
-    "sequence_tis": ("proximal", "sequence", "truncate"),
-    "sequence_mask": ("proximal", "sequence", "mask"),
-    "decoupled": ("proximal", "token", "none"),
-}
 
 
 class Correction(NamedTuple):

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import torch
 
+from grpo_lab.core.choices import KL_KINDS
+
 KL_ESTIMATORS = {  # kind -> k(x) with x = log(pi_ref / pi_theta)
     "k1": lambda x: -x,
     "k2": lambda x: 0.5 * x**2,
     "k3": lambda x: torch.exp(x) - x - 1.0,
 }
-KL_KINDS = tuple(KL_ESTIMATORS)
+assert tuple(KL_ESTIMATORS) == KL_KINDS
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:

@@ -8,10 +8,10 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from grpo_lab.core.aggregation import aggregate, masked_fill_zero, masked_mean
+from grpo_lab.core.choices import SURROGATE_LEVELS
 from grpo_lab.core.kl import kl_estimate
 
-SURROGATE_LEVELS = ("token", "sequence")
-WEIGHT_LEVELS = ("token", "sequence")
+WEIGHT_LEVELS = ("token", "sequence")  # importance_weights: per token, or the product over the sequence
 WEIGHT_MODES = ("truncate", "mask")
 
 

@@ -61,7 +61,8 @@ class UpdateLoop:
         optim = self.config.optim
         split = self.shard()[1] > 1
         for _ in range(optim.epochs):
-            order = torch.randperm(units, generator=self.update_generator)
+            order = torch.randperm(units, generator=self.update_generator) if self.recipe.shuffles else \
+                torch.arange(units)
             yield from order.tensor_split(optim.minibatches) if split else order.chunk(optim.minibatches)
 
     def micro_batches(self, rows: torch.Tensor, mask: Optional[torch.Tensor] = None) -> list:
@@ -122,26 +123,57 @@ class UpdateLoop:
             merged = True
             merge(metrics, part_metrics, reductions, loss_weight=weight, token_share=count / total)
 
-    def optimize(self, batch: Batch) -> dict:
+    def optimize(self, step, batch: Batch) -> dict:
         """mu epochs x minibatches; in each minibatch every active objective makes one update. The
         metrics of the minibatches merge by the reductions their objectives declare (`combine`)."""
-        waiting = any(o.holds_policy(self) for o in self.objectives)
+        waiting = any(o.holds_policy(step) for o in self.objectives)
         parts = []
         for rows in self.minibatches(batch.units):
             metrics: dict[str, float] = {}
             for objective in self.objectives:
                 if waiting and objective.model == "policy":
                     continue
-                loss_of = lambda part, o=objective: o.loss(self, batch, part)  # noqa: E731
+                loss_of = lambda part, o=objective: o.loss(step, batch, part)  # noqa: E731
                 losses = self.accumulate(rows, loss_of, metrics, objective.token_mask(batch), objective.reductions,
                                          objective.model)
                 metrics.update(self.update(losses, objective))
             parts.append(metrics)
         return combine(parts, {k: v for o in self.objectives for k, v in o.reductions.items()})
 
-    def update(self, loss, objective) -> dict:
+    def fit_reward_model(self, pairs: list, settings, *, seed: int, iteration: int) -> dict:
+        """`settings.steps` updates of the reward model on minibatches of `settings.batch_size` preference
+        pairs (epochs in orders drawn by (seed, iteration, epoch)), each through `update` with a fresh AdamW
+        at `settings.lr` and the Bradley-Terry objective: retraining a reward model inside an RL run."""
+        from grpo_lab.methods.reward_model import BradleyTerryObjective, pair_batch, pair_minibatches
+
+        if not pairs:
+            return {"reward_model/fit_steps": 0.0}
+        o = self.config.optim
+        model = self.reward_model
+        model.requires_grad_(True)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=(o.beta1, o.beta2),
+                                      weight_decay=o.weight_decay)
+        objective, step = BradleyTerryObjective(self.config), self.step_of(self.step_count)
+        losses, accuracies = [], []
+        for take in pair_minibatches(pairs, steps=settings.steps, size=settings.batch_size, seed=seed,
+                                     iteration=iteration):
+            batch = pair_batch([pairs[i] for i in take], self.tokenizer.pad_token_id, self.device)
+            with self.autocast():
+                loss, metrics = objective.loss(step, batch, torch.arange(len(take)))
+            self.update(loss, objective, optimizer=optimizer)
+            losses.append(float(loss.detach()))
+            accuracies.append(metrics["reward_model/accuracy"])
+        model.requires_grad_(False).eval()
+        return {"reward_model/fit_steps": float(settings.steps),
+                "reward_model/fit_loss": sum(losses[-10:]) / len(losses[-10:]),
+                "reward_model/fit_accuracy": sum(accuracies[-10:]) / len(accuracies[-10:])}
+
+    def update(self, loss, objective, *, optimizer=None) -> dict:
         """One optimizer update of `objective`'s model from `loss`, a scalar tensor or an iterable of
         scalar tensors whose sum is the loss; refuses a non-finite loss before touching the weights.
+        This is the package's one optimizer step: every objective's, the SFT warm start's (the
+        `warm_start` recipe) and a reward model's retraining inside an RL run (`optimizer`: a torch
+        optimizer of its own, outside Lightning's).
 
         The backward passes run as the optimizer's closure, so that under a loss scaler (16-mixed)
         the gradients are unscaled before `on_before_optimizer_step` clips them, and an overflow
@@ -150,13 +182,19 @@ class UpdateLoop:
         if isinstance(loss, torch.Tensor):
             self.check_finite(loss, prefix)
             loss = [loss]
-        optimizer, scheduler = self.optimizer_of(objective.model)
+        own = optimizer is not None  # a torch optimizer: no Lightning hook clips its gradients
+        optimizer, scheduler = (optimizer, None) if own else self.optimizer_of(objective.model)
         optimizer.zero_grad(set_to_none=True)
 
         def backward() -> None:
             for part in loss:
                 self.check_finite(part, prefix)
-                self.manual_backward(part)
+                if own:
+                    part.backward()
+                else:
+                    self.manual_backward(part)
+            if own:
+                self.clip(objective)
 
         self.clipping, self.grad_norm = objective, None
         try:
@@ -166,7 +204,7 @@ class UpdateLoop:
         if scheduler is not None:
             scheduler.step()
         skipped = not math.isfinite(self.grad_norm)  # an overflow the loss scaler skipped
-        if objective.counts_updates and not skipped:
+        if objective.counts_updates and not skipped and not own:
             self.budget["updates"] += 1
         metrics = {f"{prefix}/grad_norm": self.grad_norm}
         if self.loss_scaler() is not None:
@@ -176,8 +214,11 @@ class UpdateLoop:
     def on_before_optimizer_step(self, optimizer) -> None:
         """Clip the gradients of the model being updated (after a loss scaler has unscaled them)."""
         objective = getattr(self, "clipping", None)
-        if objective is None:
-            return
+        if objective is not None:
+            self.clip(objective)
+
+    def clip(self, objective) -> None:
+        """Clip the gradients of `objective`'s model to `optim.grad_clip`, and keep their norm."""
         clip = self.config.optim.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(objective.model), clip if clip > 0 else float("inf"))
         self.grad_norm = float(norm)
@@ -208,7 +249,7 @@ class UpdateLoop:
         for model in self.trained_models():
             if model == "policy":
                 # a fused optimizer unscales inside its step, too late for clipping: not under a loss scaler
-                fused = self.loss_scaler() is None
+                fused = self.loss_scaler() is None and o.fused
                 make = adamw if fused else torch.optim.AdamW
                 opt = make(self.trained_parameters(model), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
                 if o.warmup_steps > 0:

@@ -1,14 +1,14 @@
 """The advantage stage (registry `ADVANTAGES`): one estimator per recipe, from the rewards of the
 batch to the per-row or per-token advantage the policy objective weighs each token with.
 
-An estimator is called as ``estimate(ctx, batch) -> Estimate``. `Estimate.keep` (indices of rows)
-drops the other rows from the update: RFT's indicator trains on the correct rows only.
-`token_level` estimators take per-token rewards (KL in the reward is then placed per token).
+An estimator is called as ``estimate(step, batch) -> Estimate``. `Estimate.keep` (indices of rows)
+drops the other rows from the update: RFT's indicator trains on the correct rows only. Traits:
+`whole_batch` (it reads only `batch.rewards`, so that when a step is split over processes the
+engine gives it the whole step's rewards and batch-level statistics stay the step's) and
+`token_level` (it takes per-token rewards: KL in the reward is then placed per token).
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple, Optional
 
 import torch
 
@@ -18,18 +18,13 @@ from grpo_lab.core.aggregation import masked_mean
 from grpo_lab.core.shaping import token_rewards
 from grpo_lab.core.value import explained_variance
 from grpo_lab.methods.batch import Batch
-from grpo_lab.methods.registry import Registry
+from grpo_lab.methods.protocols import Estimate
+from grpo_lab.methods.step import Step
+from grpo_lab.registry import Registry
 from grpo_lab.rollout.encode import token_char_ends
 from grpo_lab.rollout.sampler import inference
 
-ADVANTAGES = Registry("advantage estimator")
-
-
-class Estimate(NamedTuple):
-    advantages: Optional[torch.Tensor]  # (B,) or (B, T); None when the objective needs none
-    metrics: dict = {}
-    keep: Optional[torch.Tensor] = None  # rows to train on; None: every row
-    loss_scale: float = 1.0  # the kept rows' share of the step's loss normaliser (Eq. 10 counts every row)
+ADVANTAGES: Registry = Registry("advantage estimator", traits={"whole_batch": False, "token_level": False})
 
 
 def check_groups(config) -> None:
@@ -39,53 +34,49 @@ def check_groups(config) -> None:
                           "prompt to compute a group baseline")
 
 
-def whole_batch(estimator):
-    """Marks an estimator that reads only `batch.rewards`, so that when a step is split over processes
-    the engine gives it the whole step's rewards (batch-level statistics stay the step's)."""
-    estimator.whole_batch = True
-    return estimator
-
-
-@whole_batch
-@ADVANTAGES.register("group", reads=("advantage.scale", "advantage.eps"), check=check_groups)
-def group(ctx, batch: Batch) -> Estimate:
+@ADVANTAGES.register("group", reads=("advantage.scale", "advantage.eps"), check=check_groups, whole_batch=True)
+def group(step: Step, batch: Batch) -> Estimate:
     """A_i = (r_i - mean_group(r)) / std (DeepSeekMath §4.1.2); advantage.scale: group | batch | none."""
-    a = ctx.config.advantage
-    return Estimate(adv_lib.group_relative(batch.rewards, ctx.config.rollout.group_size, scale=a.scale, eps=a.eps))
+    a = step.config.advantage
+    return Estimate(adv_lib.group_relative(batch.rewards, step.config.rollout.group_size, scale=a.scale, eps=a.eps))
 
 
-@whole_batch
-@ADVANTAGES.register("rloo", check=check_groups)
-def rloo(ctx, batch: Batch) -> Estimate:
+@ADVANTAGES.register("rloo", check=check_groups, whole_batch=True)
+def rloo(step: Step, batch: Batch) -> Estimate:
     """A_i = r_i - mean of the other G - 1 rewards of the group (Ahmadian et al. Eq. 6)."""
-    return Estimate(adv_lib.rloo(batch.rewards, ctx.config.rollout.group_size))
+    return Estimate(adv_lib.rloo(batch.rewards, step.config.rollout.group_size))
 
 
-@whole_batch
-@ADVANTAGES.register("reinforce_pp", reads=("advantage.eps",))
-def reinforce_pp(ctx, batch: Batch) -> Estimate:
+@ADVANTAGES.register("reinforce_pp", reads=("advantage.eps",), whole_batch=True)
+def reinforce_pp(step: Step, batch: Batch) -> Estimate:
     """REINFORCE++: r_i - mean_group(r) (or the batch mean with G = 1), over the batch's std (2501.03262)."""
-    return Estimate(adv_lib.reinforce_plus_plus(batch.rewards, ctx.config.rollout.group_size,
-                                                eps=ctx.config.advantage.eps))
+    return Estimate(adv_lib.reinforce_plus_plus(batch.rewards, step.config.rollout.group_size,
+                                                eps=step.config.advantage.eps))
 
 
 def check_process(config) -> None:
+    """Process supervision needs step rewards: refused for a task class whose `step_rewards` is the
+    base class's (none); a task built by a function is checked at its first step."""
     check_groups(config)
-    if config.task.name != "chain":
-        raise ConfigError(f"advantage.estimator is process but task {config.task.name!r} has no step rewards; "
-                          "use task.name: chain")
+    from grpo_lab.tasks import VerifiableTask, task_factory
+
+    factory = task_factory(config.task.name)
+    if isinstance(factory, type) and getattr(factory, "step_rewards", None) is VerifiableTask.step_rewards:
+        raise ConfigError(f"advantage.estimator is process but task {config.task.name!r} has no step rewards (its "
+                          "step_rewards returns None); use a task that scores its steps, e.g. task.name: chain")
 
 
 @ADVANTAGES.register("process", reads=("advantage.eps",), check=check_process)
-def process(ctx, batch: Batch) -> Estimate:
+def process(step: Step, batch: Batch) -> Estimate:
     """Step rewards normalised over the group's steps; A_t = sum of those ending at or after t (§4.1.3)."""
-    step_rewards, step_mask = step_reward_tensors(ctx, batch)
+    step_rewards, step_mask = step_reward_tensors(step, batch)
     return Estimate(adv_lib.process_supervised(step_rewards, step_mask, batch.rollout.completion_mask,
-                                               ctx.config.rollout.group_size, eps=ctx.config.advantage.eps))
+                                               step.config.rollout.group_size, eps=step.config.advantage.eps))
 
 
-def step_reward_tensors(ctx, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Step rewards placed at the token where each step ends: (rewards, step_mask), (B, T) each.
+def step_reward_tensors(step: Step, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step rewards placed at the token where each step ends: (rewards, step_mask), (B, T) each, from the
+    task's `step_rewards`.
 
     The outcome reward is the reward of one more step that ends at the completion's last token
     (EOS when it finished): the task's steps score the intermediate results but not whether the
@@ -94,30 +85,38 @@ def step_reward_tensors(ctx, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     ro = batch.rollout
     rewards = torch.zeros_like(ro.completion_mask)
     step_mask = torch.zeros_like(ro.completion_mask)
-    ends = token_char_ends(ctx.tokenizer, ro.completion_ids, ro.completion_mask)
+    ends = token_char_ends(step.tokenizer, ro.completion_ids, ro.completion_mask)
+    scored = 0
     for i, (ex, text, done) in enumerate(zip(batch.examples, batch.texts, ro.finished.tolist())):
-        for step in ctx.task.step_rewards(ex, text, done) or []:
-            t = next((j for j, e in enumerate(ends[i]) if e >= step.end), None)
+        steps = step.task.step_rewards(ex, text, done)
+        scored += steps is not None
+        for part in steps or []:
+            t = next((j for j, e in enumerate(ends[i]) if e >= part.end), None)
             if t is not None:
-                rewards[i, t] += step.reward
+                rewards[i, t] += part.reward
                 step_mask[i, t] = 1.0
+    if batch.examples and not scored:
+        from grpo_lab.errors import TrainingError
+
+        raise TrainingError(f"advantage.estimator is process but task {step.task.name!r} gave no step rewards (its "
+                            "step_rewards returned None for every completion); use estimator group")
     last = (ro.completion_mask.cumsum(-1) == ro.lengths[:, None]) & (ro.completion_mask > 0)  # (B, T)
     rewards = rewards + last.to(rewards.dtype) * batch.rewards[:, None]
     step_mask = torch.maximum(step_mask, last.to(step_mask.dtype))
     return rewards, step_mask
 
 
-@ADVANTAGES.register("gae", reads=("critic.gamma", "critic.lam", "critic.whiten"))
-def gae(ctx, batch: Batch) -> Estimate:
+@ADVANTAGES.register("gae", reads=("critic.gamma", "critic.lam", "critic.whiten"), token_level=True)
+def gae(step: Step, batch: Batch) -> Estimate:
     """A_t from r_>=t and the critic V_psi by GAE (PPO, InstructGPT); sets `batch.returns` and `batch.old_values`."""
-    c = ctx.config.critic
+    c = step.config.critic
     mask = batch.rollout.completion_mask
-    rewards = token_rewards(batch.rewards, mask, kl=batch.token_kl, beta=ctx.config.loss.kl_beta)
-    old_values = inference(ctx.values)(batch.rollout)
-    split = ctx.collective.world > 1
+    rewards = token_rewards(batch.rewards, mask, kl=batch.token_kl, beta=step.config.loss.kl_beta)
+    old_values = inference(step.values)(batch.rollout)
+    split = step.world > 1
     advantages, returns = adv_lib.gae(rewards, old_values, mask, gamma=c.gamma, lam=c.lam, whiten=c.whiten and not split)
     if c.whiten and split:  # the whole step's mean and variance over its tokens
-        group = ctx.collective
+        group = step.collective
         count = group.sum(mask.sum().double())
         mean = group.sum((advantages * mask).sum().double()) / count
         var = group.sum((((advantages - mean.float()) ** 2) * mask).sum().double()) / (count - 1).clamp(min=1.0)
@@ -130,19 +129,17 @@ def gae(ctx, batch: Batch) -> Estimate:
     })
 
 
-gae.token_level = True
-
-
 @ADVANTAGES.register("indicator", reads=("loss.rft_normalise",))
-def indicator(ctx, batch: Batch) -> Estimate:
+def indicator(step: Step, batch: Batch) -> Estimate:
     """I(o): 1 on correct completions, which alone are trained on (RFT, Eq. 10); with a learned reward
     (`reward.model`), 1 on the completion the reward model ranks first in its group (best-of-G).
 
     Eq. 10 averages I(o) * grad log pi over every sampled row, so with `loss.rft_normalise: all` the
     loss over the kept rows is scaled by their share of the step's rows (of its tokens under
     token_mean), summed over the processes: the step does not grow as the accuracy falls."""
-    if ctx.config.reward.learned:
-        G = ctx.config.rollout.group_size
+    config = step.config
+    if config.reward.learned:
+        G = config.rollout.group_size
         firsts = batch.rewards.view(-1, G).argmax(-1) + torch.arange(batch.rows // G, device=batch.rewards.device) * G
         chosen = torch.zeros_like(batch.correct).index_fill_(0, firsts, True)
     else:
@@ -150,11 +147,11 @@ def indicator(ctx, batch: Batch) -> Estimate:
     keep = chosen.nonzero().flatten()
     metrics = {"rft/kept": float(keep.numel()), "rft/skipped": float(keep.numel() == 0)}
     scale = 1.0
-    if ctx.config.loss.rft_normalise == "all":
-        by_tokens = ctx.config.loss.aggregation == "token_mean"
+    if config.loss.rft_normalise == "all":
+        by_tokens = config.loss.aggregation == "token_mean"
         weights = batch.rollout.completion_mask.sum(-1) if by_tokens else torch.ones_like(batch.rewards)
         kept, total = (weights * chosen).sum().double(), weights.sum().double()
-        if ctx.collective.world > 1:
-            kept, total = ctx.collective.sum(kept), ctx.collective.sum(total)
+        if step.world > 1:
+            kept, total = step.collective.sum(kept), step.collective.sum(total)
         scale = float(kept / total) if total > 0 else 0.0
     return Estimate(chosen.float(), metrics, keep, loss_scale=scale)

@@ -119,10 +119,13 @@ def rollout_metrics(batch: Batch, group_size: int) -> dict:
 @dataclass
 class StepData:
     """What a data source hands the engine for one step: the batch to train on (None: nothing to
-    train on this step) and the metrics of how it was drawn."""
+    train on this step), the metrics of how it was drawn, and what drawing it spent (`budget`:
+    prompts, samples, tokens of this process, which the engine sums over the processes and adds to
+    the run's `budget/*`)."""
 
     batch: Optional[Batch]
     metrics: dict = field(default_factory=dict)
+    budget: dict = field(default_factory=dict)
 
 
 __all__ = ["Batch", "StepData", "concat", "rollout_metrics", "select_groups", "with_rewards", "fields"]

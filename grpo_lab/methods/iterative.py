@@ -14,9 +14,10 @@
 - `reference_sync`: every `reference.sync_every` steps, ref <- alpha * policy + (1 - alpha) * ref
   (TR-DPO 2404.09656; TRL's `sync_ref_model`), for any method with a reference (a KL term, DPO).
 
-A schedule is built once per run (`schedule(config)`); `before_step(ctx, step)` returns metrics;
-`state_dict()` goes into checkpoints. `needs_reference(config)` names the key that needs a reference
-model, or None.
+A schedule is built once per run (`Schedule(config)`); `before_step(step)` returns a
+`ScheduleResult`: its metrics and the reference update it asks for, which the engine applies;
+`state_dict()` goes into checkpoints. Trait `moves_reference(config)` names the key that moves the
+reference model, or None.
 """
 
 from __future__ import annotations
@@ -26,12 +27,19 @@ from typing import Optional
 import torch
 
 from grpo_lab.config import ConfigError
-from grpo_lab.core.iterative import mix_into, replay_count
-from grpo_lab.methods.registry import Registry
-from grpo_lab.methods.reward_model import REPLAY, fit_pairs, make_pairs, pair_accuracy
+from grpo_lab.core.iterative import replay_count
+from grpo_lab.methods.protocols import Schedule
+from grpo_lab.methods.reward_model import REPLAY, make_pairs, pair_accuracy
+from grpo_lab.methods.step import ReferenceUpdate, ScheduleResult, Step
+from grpo_lab.registry import Registry
 from grpo_lab.seeding import Stream, generator
 
-SCHEDULES = Registry("schedule")
+
+def moves_nothing(config) -> Optional[str]:
+    return None
+
+
+SCHEDULES: Registry = Registry("schedule", traits={"moves_reference": moves_nothing})
 
 
 def check_iterative(config) -> None:
@@ -62,49 +70,48 @@ def check_reference_owner(config, key: Optional[str]) -> None:
                           "base (adapters off), which stays fixed; remove it or the adapter")
 
 
-@SCHEDULES.register("iterative", reads=("iterative.*",), check=check_iterative)
-class Iterative:
+def iterative_moves_reference(config) -> Optional[str]:
+    it = config.iterative
+    return "iterative.reset_reference" if it.iterations > 1 and it.reset_reference else None
+
+
+@SCHEDULES.register("iterative", reads=("iterative.*",), check=check_iterative,
+                    moves_reference=iterative_moves_reference)
+class Iterative(Schedule):
     """DeepSeekMath Algorithm 1 (module docstring)."""
 
     def __init__(self, config):
-        self.config = config
+        super().__init__(config)
         self.history: Optional[list] = None  # every pair the reward model has been trained on
-
-    @staticmethod
-    def needs_reference(config) -> Optional[str]:
-        it = config.iterative
-        return "iterative.reset_reference" if it.iterations > 1 and it.reset_reference else None
 
     def iteration(self, step: int) -> int:
         return step // self.config.iterative.length(self.config.train.steps)
 
-    def before_step(self, ctx, step: int) -> dict:
+    def before_step(self, step: Step) -> ScheduleResult:
         it = self.config.iterative
         if it.iterations == 1:
-            return {}
+            return ScheduleResult()
         if self.history is None:  # the first reward model's pairs, where its folder holds them
-            known = getattr(ctx.reward_model, "pairs", None)
-            self.history = [tuple(p) for p in known] if known else []
-        iteration = self.iteration(step)
+            self.history = [tuple(p) for p in step.reward_model_pairs]
+        iteration = self.iteration(step.index)
         metrics = {"iterative/iteration": float(iteration)}
-        if step == 0 or step % it.length(self.config.train.steps):
-            return metrics
+        if step.index == 0 or step.index % it.length(self.config.train.steps):
+            return ScheduleResult(metrics)
         if it.retrain_reward_model:
-            metrics.update(self.retrain(ctx, iteration))
-        if it.reset_reference:
-            reset = ctx.ref_policy.load_state_dict(ctx.policy.state_dict())
-            metrics["iterative/reference_reset"] = float(not reset.missing_keys and not reset.unexpected_keys)
-        return metrics
+            metrics.update(self.retrain(step, iteration))
+        if not it.reset_reference:
+            return ScheduleResult(metrics)
+        return ScheduleResult({**metrics, "iterative/reference_reset": 1.0}, ReferenceUpdate(1.0))
 
-    def retrain(self, ctx, iteration: int) -> dict:
+    def retrain(self, step: Step, iteration: int) -> dict:
         """Pairs from the current policy plus replayed earlier ones, then `steps` updates of the reward model."""
         rm, seed = self.config.reward.model_config, self.config.seed
-        new, held_out, metrics = make_pairs(ctx, rm, seed=seed, iteration=iteration, source="policy")
+        new, held_out, metrics = make_pairs(step, rm, seed=seed, iteration=iteration, source="policy")
         replayed = self.replay(new, iteration)
-        pad = ctx.tokenizer.pad_token_id
-        before = pair_accuracy(ctx.reward_model, held_out, pad_id=pad, device=ctx.device, prefix="reward_model/before_")
-        metrics.update(fit_pairs(ctx, ctx.reward_model, new + replayed, rm, seed=seed, iteration=iteration))
-        after = pair_accuracy(ctx.reward_model, held_out, pad_id=pad, device=ctx.device, prefix="reward_model/heldout_")
+        pad = step.tokenizer.pad_token_id
+        before = pair_accuracy(step.rewards, held_out, pad_id=pad, device=step.device, prefix="reward_model/before_")
+        metrics.update(step.fit_reward_model(new + replayed, rm, seed=seed, iteration=iteration))
+        after = pair_accuracy(step.rewards, held_out, pad_id=pad, device=step.device, prefix="reward_model/heldout_")
         self.history.extend(new)
         total = len(new) + len(replayed)
         return {**metrics, **before, **after, "reward_model/new_pairs": float(len(new)),
@@ -135,28 +142,13 @@ def check_sync(config) -> None:
                           "set reference.sync_every")
 
 
-@SCHEDULES.register("reference_sync", reads=("reference.*",), check=check_sync)
-class ReferenceSync:
+@SCHEDULES.register("reference_sync", reads=("reference.*",), check=check_sync,
+                    moves_reference=lambda config: "reference.sync_every" if config.reference.sync_every else None)
+class ReferenceSync(Schedule):
     """ref <- alpha * policy + (1 - alpha) * ref every `reference.sync_every` steps (after those steps)."""
 
-    def __init__(self, config):
-        self.config = config
-
-    @staticmethod
-    def needs_reference(config) -> Optional[str]:
-        return "reference.sync_every" if config.reference.sync_every else None
-
-    def before_step(self, ctx, step: int) -> dict:
+    def before_step(self, step: Step) -> ScheduleResult:
         every = self.config.reference.sync_every
-        if not every or step == 0 or step % every:
-            return {}
-        # parameters, not the state dict: a tied weight appears once there, and must move once
-        mix_into(list(ctx.ref_policy.parameters()), list(ctx.policy.parameters()),
-                 alpha=self.config.reference.mixup_alpha)
-        return {"reference/synced": 1.0}
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
+        if not every or step.index == 0 or step.index % every:
+            return ScheduleResult()
+        return ScheduleResult({"reference/synced": 1.0}, ReferenceUpdate(self.config.reference.mixup_alpha))

@@ -1,12 +1,6 @@
 """Objectives (registry `OBJECTIVES`): the losses the update loop minimises, each with the model it
-trains and how its metrics merge over micro-batches.
-
-An objective has `model` ("policy" or "critic": which parameters and optimizer), `prefix` (its
-metrics' namespace), `counts_updates` (whether its updates count in `budget/updates`) and
-`reductions` (metric -> "mean" over the tokens of `token_mask`, "loss" by each micro-batch's
-share of the loss, "max", "min"; "mean" when unlisted). `prepare(ctx, batch)` runs once per step
-before the updates and returns metrics; `loss(ctx, batch, rows)` returns (scalar loss, float
-metrics) of the rows (or pairs) `rows`.
+trains and how its metrics merge over micro-batches (`grpo_lab.methods.protocols.Objective`).
+Trait `needs_reference(config)`: whether it needs the reference model's log-probs.
 
 The policy loss itself is a choice (registry `POLICY_LOSSES`, key `loss.objective`): a function
 ``(logp, old_logp, advantages, mask, loss_config) -> core.objectives.SurrogateResult``.
@@ -14,25 +8,24 @@ The policy loss itself is a choice (registry `POLICY_LOSSES`, key `loss.objectiv
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
-from grpo_lab.core.aggregation import aggregate, masked_mean
+from grpo_lab.core.aggregation import aggregate, masked_fill_zero, masked_mean
 from grpo_lab.core.corrections import correct
 from grpo_lab.core.kl import kl_estimate
 from grpo_lab.core.objectives import cispo_surrogate, clipped_surrogate, effective_sample_size, PolicyLoss, policy_loss
 from grpo_lab.core.preference import dpo_pair_loss
-from grpo_lab.core.aggregation import masked_fill_zero
 from grpo_lab.core.supervised import supervised_loss
 from grpo_lab.core.value import clipped_value_loss
 from grpo_lab.methods.batch import Batch
-from grpo_lab.methods.registry import Registry
-from grpo_lab.methods.rewards import KL_KEYS
+from grpo_lab.methods.protocols import Objective
+from grpo_lab.methods.rewards import KL_KEYS, never
+from grpo_lab.methods.step import Step
+from grpo_lab.registry import Registry
 from grpo_lab.rollout.sampler import inference
 
-OBJECTIVES = Registry("objective")
-POLICY_LOSSES = Registry("policy loss")
+OBJECTIVES: Registry = Registry("objective", traits={"needs_reference": never})
+POLICY_LOSSES: Registry = Registry("policy loss")
 SURROGATE_REDUCTIONS = {"actor/loss": "loss", "actor/ratio_max": "max", "actor/ratio_min": "min"}
 CORRECTION_KEYS = ("offpolicy.correction", "offpolicy.cap", "offpolicy.clip_against", "offpolicy.weight_level",
                    "offpolicy.cap_mode", "offpolicy.cap_low")
@@ -51,72 +44,46 @@ def cispo(logp, old_logp, advantages, mask, lc):
     return cispo_surrogate(logp, old_logp, advantages, mask, clip_low=lc.clip_low, clip_high=lc.clip_high)
 
 
-class Objective:
-    model = "policy"
-    prefix = "actor"
-    counts_updates = True
-    reductions: dict = {"actor/loss": "loss"}
-
-    def __init__(self, config):
-        self.config = config
-
-    def prepare(self, ctx, batch: Batch) -> dict:
-        return {}
-
-    def holds_policy(self, ctx) -> bool:
-        """Whether the policy waits this step (a critic warming up)."""
-        return False
-
-    def token_mask(self, batch: Batch) -> Optional[torch.Tensor]:
-        """The tokens micro-batches and metrics are weighted by; None: by rows."""
-        return batch.rollout.completion_mask
-
-    def norm(self) -> float:
-        return self.config.loss.norm or self.config.rollout.max_new_tokens
-
-    def learning_rate(self) -> float:
-        """The learning rate of this objective's model's optimizer."""
-        return self.config.optim.lr
+def policy_needs_reference(config) -> bool:
+    return config.loss.kl_beta > 0 and config.loss.kl_placement == "loss"
 
 
 @OBJECTIVES.register("policy", reads=("loss.aggregation", "loss.norm", "loss.entropy_coef", "loss.objective",
-                                      "rollout.mask_truncated") + KL_KEYS)
+                                      "rollout.mask_truncated") + KL_KEYS, needs_reference=policy_needs_reference)
 class PolicyObjective(Objective):
     """The policy-gradient loss: `loss.objective` on each token weighted by its advantage, plus
     beta * KL to the reference (`loss.kl_placement: loss`) and the entropy bonus, aggregated by
     `loss.aggregation`; importance weights of an off-policy correction scale the surrogate term."""
 
-    def __init__(self, config, correction=None):
+    reductions = SURROGATE_REDUCTIONS
+
+    def __init__(self, config):
         super().__init__(config)
-        self.correction = correction
-        self.reductions = SURROGATE_REDUCTIONS
+        self.correction = Correction(config)
 
-    @staticmethod
-    def needs_reference(config) -> bool:
-        return config.loss.kl_beta > 0 and config.loss.kl_placement == "loss"
-
-    def prepare(self, ctx, batch: Batch) -> dict:
+    def prepare(self, step: Step, batch: Batch) -> dict:
         """The loss mask (without truncated completions when `rollout.mask_truncated`), the ratio's
         reference log-probs and weights (the correction), and the reference's log-probs."""
         rollout = batch.rollout
         if self.config.rollout.mask_truncated:
             batch.loss_mask = rollout.completion_mask * rollout.finished[:, None].to(rollout.completion_mask.dtype)
         batch.old_logp = rollout.logprobs  # the sampler's: pi_old when the sampler is the learner
-        metrics = self.correction.apply(ctx, batch) if self.correction is not None else {}
-        if self.needs_reference(self.config):
-            batch.ref_logp = ctx.ref_logprobs(rollout)
+        metrics = self.correction.apply(step, batch)
+        if policy_needs_reference(self.config):
+            batch.ref_logp = step.ref_logprobs(rollout)
         return metrics
 
     def token_mask(self, batch: Batch) -> torch.Tensor:
         return batch.mask
 
-    def loss(self, ctx, batch: Batch, rows: torch.Tensor):
+    def loss(self, step: Step, batch: Batch, rows: torch.Tensor):
         lc = self.config.loss
         mb = batch.rollout.select(rows)
-        logp, entropy = ctx.logprobs(mb, with_entropy=lc.entropy_coef > 0)
+        logp, entropy = step.logprobs(mb, with_entropy=lc.entropy_coef > 0)
         return policy_loss_from_config(logp, batch.old_logp[rows], batch.advantages[rows], batch.mask[rows], lc,
-                              norm=self.norm(), ref_logp=None if batch.ref_logp is None else batch.ref_logp[rows],
-                              entropy=entropy, weights=None if batch.weights is None else batch.weights[rows])
+                                       norm=self.norm(),
+                                       ref_logp=None if batch.ref_logp is None else batch.ref_logp[rows],
+                                       entropy=entropy, weights=None if batch.weights is None else batch.weights[rows])
 
 
 def policy_loss_from_config(logp, old_logp, advantages, mask, lc, *, norm: float, ref_logp=None, entropy=None,
@@ -145,7 +112,7 @@ class Correction:
     """Importance correction for rows a behaviour policy sampled (core.corrections): pi_prox, the
     learner before this step's updates, is recomputed when the behaviour policy can differ from the
     learner, the correction needs it, or the sampler computes the learner's log-probs in other
-    arithmetic (`Engine.sampler_matches_learner`; the ratio is then taken against pi_prox and the
+    arithmetic (`Step.sampler_matches_learner`; the ratio is then taken against pi_prox and the
     difference logged as a mismatch); then the ratio's reference and the weights, and diagnostics."""
 
     reads = CORRECTION_KEYS
@@ -154,13 +121,13 @@ class Correction:
     def __init__(self, config):
         self.config = config
 
-    def apply(self, ctx, batch: Batch) -> dict:
+    def apply(self, step: Step, batch: Batch) -> dict:
         off = self.config.offpolicy
-        numeric = not getattr(ctx, "sampler_matches_learner", True)  # the learner's weights in other arithmetic
+        numeric = not step.sampler_matches_learner  # the learner's weights in other arithmetic
         if not (off.mismatched or off.corrects or numeric):
             return {}
         behav_logp, mask = batch.rollout.logprobs, batch.mask
-        prox_logp = inference(ctx.logprobs)(batch.rollout)[0]
+        prox_logp = inference(step.logprobs)(batch.rollout)[0]
         clip_against, level, cap_mode = off.axes
         if numeric and not off.mismatched:  # the sampler is the learner: pi_old is the learner's own log-probs
             clip_against = "proximal"
@@ -186,37 +153,31 @@ class SupervisedObjective(Objective):
     """The SFT loss, -log pi_theta(o_t | q, o_<t) aggregated by `loss.aggregation`, on every row of the batch;
     pi_theta is the model itself (T = 1, no top-p), whatever the sampler's temperature."""
 
-    def loss(self, ctx, batch: Batch, rows: torch.Tensor):
+    def loss(self, step: Step, batch: Batch, rows: torch.Tensor):
         mb = batch.rollout.select(rows)
-        loss = batch.loss_scale * supervised_loss(ctx.logprobs(mb, sampling=False)[0], mb.completion_mask,
+        loss = batch.loss_scale * supervised_loss(step.logprobs(mb, sampling=False)[0], mb.completion_mask,
                                                   aggregation=self.config.loss.aggregation, norm=self.norm())
         return loss, {"actor/loss": float(loss.detach())}
 
 
-@OBJECTIVES.register("dpo", reads=("dpo.beta", "dpo.label_smoothing"))
+@OBJECTIVES.register("dpo", reads=("dpo.beta", "dpo.label_smoothing"), needs_reference=lambda config: True)
 class DPOObjective(Objective):
     """DPO's loss on (chosen, rejected) pairs against the frozen reference (Rafailov et al., Eq. 7), with the
     log-probs of the policy and the reference themselves (T = 1, no top-p), whatever the sampler's temperature."""
 
-    reductions = {"actor/loss": "loss"}
-
-    @staticmethod
-    def needs_reference(config) -> bool:
-        return True
-
-    def prepare(self, ctx, batch: Batch) -> dict:
-        batch.ref_logp = ctx.ref_logprobs(batch.rollout, sampling=False)
+    def prepare(self, step: Step, batch: Batch) -> dict:
+        batch.ref_logp = step.ref_logprobs(batch.rollout, sampling=False)
         return {}
 
     def token_mask(self, batch: Batch) -> None:
         return None  # pairs weigh equally
 
-    def loss(self, ctx, batch: Batch, pairs: torch.Tensor):
+    def loss(self, step: Step, batch: Batch, pairs: torch.Tensor):
         d, n = self.config.dpo, batch.pairs
         rows = torch.cat([pairs, pairs + n])
         mb = batch.rollout.select(rows)
-        loss, metrics = dpo_pair_loss(ctx.logprobs(mb, sampling=False)[0], batch.ref_logp[rows], mb.completion_mask, beta=d.beta,
-                                      label_smoothing=d.label_smoothing)
+        loss, metrics = dpo_pair_loss(step.logprobs(mb, sampling=False)[0], batch.ref_logp[rows], mb.completion_mask,
+                                      beta=d.beta, label_smoothing=d.label_smoothing)
         return loss, {"actor/loss": float(loss.detach()), **{k: float(v) for k, v in metrics.items()}}
 
 
@@ -229,19 +190,19 @@ class ValueObjective(Objective):
     model, prefix, counts_updates = "critic", "critic", False
     reductions = {"critic/value_loss": "loss"}
 
-    def holds_policy(self, ctx) -> bool:
-        return ctx.step_count < self.config.critic.warmup
+    def holds_policy(self, step: Step) -> bool:
+        return step.index < self.config.critic.warmup
 
     def learning_rate(self) -> float:
         return self.config.critic.lr
 
-    def prepare(self, ctx, batch: Batch) -> dict:
-        return {"actor/trained": float(not self.holds_policy(ctx))}
+    def prepare(self, step: Step, batch: Batch) -> dict:
+        return {"actor/trained": float(not self.holds_policy(step))}
 
-    def loss(self, ctx, batch: Batch, rows: torch.Tensor):
+    def loss(self, step: Step, batch: Batch, rows: torch.Tensor):
         mb = batch.rollout.select(rows)
         mask = mb.completion_mask
-        per_token = clipped_value_loss(ctx.values(mb), batch.old_values[rows], batch.returns[rows], mask,
+        per_token = clipped_value_loss(step.values(mb), batch.old_values[rows], batch.returns[rows], mask,
                                        clip=self.config.critic.value_clip)
         v_loss = aggregate(per_token, mask, self.config.loss.aggregation, norm=self.norm())
         return v_loss, {"critic/value_loss": float(v_loss.detach())}

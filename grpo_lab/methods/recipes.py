@@ -14,12 +14,12 @@ from typing import Optional
 
 from grpo_lab.config import Config, ConfigError
 from grpo_lab.methods.advantages import ADVANTAGES
-from grpo_lab.methods.data import DATA, FILTERS
 from grpo_lab.methods.iterative import SCHEDULES
 from grpo_lab.methods.objectives import OBJECTIVES, POLICY_LOSSES, Correction
-from grpo_lab.methods.registry import Entry, Registry, RegistryError
-from grpo_lab.methods.rewards import SHAPING
+from grpo_lab.methods.rewards import LEARNED_REWARDS, SHAPING
 from grpo_lab.methods.reward_model import RewardPairs  # noqa: F401 (registers the reward_model components)
+from grpo_lab.methods.sources import DATA, FILTERS
+from grpo_lab.registry import Entry, Registry, RegistryError
 
 # keys every recipe reads: the run, the task, the model and its warm start, the sampler's shape and
 # temperature (evaluation samples too), the optimizer and the update loop
@@ -38,6 +38,7 @@ class Recipe:
     objectives: tuple[str, ...]  # OBJECTIVES, in the order they update within a minibatch
     advantage: Optional[str] = None  # ADVANTAGES; None: no advantage stage
     estimators: tuple[str, ...] = ()  # advantage.estimator chooses among these (the first is the default)
+    learned_reward: Optional[str] = None  # LEARNED_REWARDS: a model's score in place of the task's reward
     shaping: tuple[str, ...] = ()  # SHAPING, applied in order
     refill: Optional[str] = None  # FILTERS: dynamic sampling
     correction: bool = False  # importance correction of the policy objective (offpolicy.correction)
@@ -45,6 +46,9 @@ class Recipe:
     gradient_coefficient: str = ""
     doc: str = ""
     schedules: tuple[str, ...] = ()  # SCHEDULES: between steps (iterative RL, reference sync)
+    evaluates: bool = True  # evaluate on held-out prompts before the first step, on the schedule and at the end
+    shuffles: bool = True  # each epoch takes the step's rows in a fresh random order (else in the order drawn)
+    dropout: bool = False  # the policy trains in training mode (dropout on); RL keeps it in eval mode
 
     def estimator(self, config: Config) -> Optional[str]:
         """The advantage estimator this recipe runs with under `config`."""
@@ -53,6 +57,7 @@ class Recipe:
     def entries(self, config: Config, *, every_choice: bool = False) -> list[Entry]:
         """The registered components of this recipe under `config` (or every one it can choose)."""
         out = [DATA.get(self.data)] + [OBJECTIVES.get(o) for o in self.objectives]
+        out += [LEARNED_REWARDS.get(self.learned_reward)] if self.learned_reward else []
         out += [SHAPING.get(s) for s in self.shaping]
         if self.refill:
             out.append(FILTERS.get(self.refill))
@@ -62,20 +67,20 @@ class Recipe:
             losses = POLICY_LOSSES.names() if every_choice else [config.loss.objective]
             out += [POLICY_LOSSES.get(name) for name in losses]
         if self.correction:
-            out.append(Entry("correction", Correction, Correction.reads, Correction.check))
+            out.append(Entry("correction", Correction, "correction", Correction.reads, Correction.check))
         out += [SCHEDULES.get(s) for s in self.schedules]
         return out
 
     def reward_of(self, config: Config) -> str:
-        """What scores completions under `config`: "Model" where a component replaces the task's reward
-        with a learned one (`reward.model`), else the recipe's own (`reward`)."""
-        learned = any(getattr(SHAPING.get(s).obj, "replaces_reward", lambda c: False)(config) for s in self.shaping)
+        """What scores completions under `config`: "Model" where the recipe's learned reward replaces the
+        task's (`reward.model`), else the recipe's own (`reward`)."""
+        learned = self.learned_reward and LEARNED_REWARDS.get(self.learned_reward).trait("replaces_reward")(config)
         return "Model" if learned else self.reward
 
     def has_reference(self, config: Config) -> bool:
         """Whether a run of this recipe under `config` keeps a reference model (a KL term, DPO)."""
-        parts = [OBJECTIVES.get(o).obj for o in self.objectives] + [SHAPING.get(s).obj for s in self.shaping]
-        return any(getattr(p, "needs_reference", lambda c: False)(config) for p in parts)
+        parts = [OBJECTIVES.get(o) for o in self.objectives] + [SHAPING.get(s) for s in self.shaping]
+        return any(entry.trait("needs_reference")(config) for entry in parts)
 
     def reads(self, config: Config, *, every_choice: bool = False) -> tuple[str, ...]:
         keys = list(COMMON_READS)
@@ -86,7 +91,7 @@ class Recipe:
         return tuple(dict.fromkeys(keys))
 
 
-RECIPES = Registry("method")
+RECIPES: Registry = Registry("method")
 
 
 def register_recipe(recipe: Recipe) -> Recipe:
@@ -95,7 +100,7 @@ def register_recipe(recipe: Recipe) -> Recipe:
     return recipe
 
 
-ONLINE = dict(data="online", shaping=("reward_model", "overlong", "kl"), correction=True,
+ONLINE = dict(data="online", learned_reward="reward_model", shaping=("overlong", "kl"), correction=True,
               schedules=("iterative", "reference_sync"))
 register_recipe(Recipe("sft", "references", ("supervised",), gradient_coefficient="1",
                        doc="SFT continued on the task's references of P x G prompts per step"))
@@ -103,7 +108,7 @@ register_recipe(Recipe("rft", "rft_pool", ("supervised",), gradient_coefficient=
                        doc="SFT loss on correct completions sampled once from the SFT policy"))
 register_recipe(Recipe("online_rft", "online", ("supervised",), advantage="indicator", gradient_coefficient="I(o)",
                        doc="SFT loss on the correct ones of P x G samples of the current policy",
-                       shaping=("reward_model",), schedules=("iterative",)))
+                       learned_reward="reward_model", schedules=("iterative",)))
 register_recipe(Recipe("dpo", "preference_pairs", ("dpo",), gradient_coefficient="sigma(beta (h- - h+)) on o+ and o-",
                        doc="DPO on (correct, wrong) pairs sampled from the SFT policy, the SFT model as reference",
                        schedules=("reference_sync",)))
@@ -116,6 +121,10 @@ for _name, _doc in (("grpo", "clipped surrogate with group-relative advantages (
     register_recipe(Recipe(_name, objectives=("policy",), estimators=GROUP_ESTIMATORS, refill="zero_variance",
                            gradient_coefficient="A_i,t + beta (pi_ref / pi_theta - 1)", doc=_doc, **ONLINE))
 
+register_recipe(Recipe("warm_start", "reference_draws", ("supervised",), gradient_coefficient="1",
+                       doc="the SFT warm start (runs.warm_start): the SFT loss on reference completions drawn with "
+                           "replacement, with dropout, nothing evaluated", evaluates=False, shuffles=False,
+                       dropout=True))
 register_recipe(Recipe("reward_model", "reward_pairs", ("bradley_terry",), reward="Rule (pairs)",
                        gradient_coefficient="-",
                        doc="a Bradley-Terry reward model (the policy's trunk, a scalar head at the last completion "
@@ -158,10 +167,16 @@ def check_config(config: Config) -> Recipe:
     recipe = get_recipe(config.method)
     check_task(config)
     estimator = config.advantage.estimator
-    if recipe.estimators and estimator not in recipe.estimators and ":" not in estimator:
+    for key, registry in (("advantage.estimator", ADVANTAGES), ("loss.objective", POLICY_LOSSES)):
+        name = estimator if key == "advantage.estimator" else config.loss.objective
+        try:
+            registry.get(name)
+        except RegistryError as exc:
+            raise ConfigError(f"{key} is {name!r}: {exc}") from None
+    if recipe.estimators and estimator not in recipe.estimators and builtin(ADVANTAGES.get(estimator)):
         raise ConfigError(f"advantage.estimator is {estimator}; method {recipe.name} uses one of "
-                          f"{', '.join(recipe.estimators)}" + (" (gae needs a critic: use method: ppo)"
-                                                               if estimator == "gae" else ""))
+                          f"{', '.join(recipe.estimators)}, or an estimator of your own" +
+                          (" (gae needs a critic: use method: ppo)" if estimator == "gae" else ""))
     if not recipe.estimators and estimator not in ("group", recipe.advantage):
         uses = f"computes its advantages with {recipe.advantage}" if recipe.advantage else "has no advantage estimator"
         raise ConfigError(f"advantage.estimator is {estimator} but method {recipe.name} {uses}; remove it"
@@ -175,11 +190,17 @@ def check_config(config: Config) -> Recipe:
     for entry in recipe.entries(config):
         if entry.check is not None:
             entry.check(config)
-        key = getattr(entry.obj, "needs_reference", None) if entry.kind == "schedule" else None
-        if key is not None and key(config) and not recipe.has_reference(config):
-            raise ConfigError(f"{key(config)} moves the reference model, but method {recipe.name} keeps none here "
+        key = entry.trait("moves_reference")(config) if entry.kind == SCHEDULES.what else None
+        if key and not recipe.has_reference(config):
+            raise ConfigError(f"{key} moves the reference model, but method {recipe.name} keeps none here "
                               "(no KL term); set loss.kl_beta > 0 or remove it")
     return recipe
+
+
+def builtin(entry: Entry) -> bool:
+    """Whether a component is one of grpo_lab's own (a recipe that chooses its estimator takes any of
+    one's own, but none of the built-ins made for other recipes: gae needs PPO's critic)."""
+    return getattr(entry.obj, "__module__", "").startswith("grpo_lab.")
 
 
 def check_task(config: Config) -> None:

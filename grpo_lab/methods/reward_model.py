@@ -1,5 +1,6 @@
-"""Reward models: the preference pairs they learn from, their Bradley-Terry objective, the data source
-of the `reward_model` method, and the loop that retrains one inside an RL run (iterative RL).
+"""Reward models: the preference pairs they learn from, their Bradley-Terry objective (which the engine's
+update loop runs, for the `reward_model` method and to retrain one inside an RL run: iterative RL), and
+the data source of the `reward_model` method.
 
 A pair is (prompt ids, chosen ids, rejected ids), token-id lists with EOS where the completion
 finished, so that pairs go into checkpoints and folders as plain data. Pairs come from:
@@ -25,8 +26,10 @@ from grpo_lab.config import ConfigError
 from grpo_lab.core.preference import bradley_terry_loss
 from grpo_lab.errors import TrainingError
 from grpo_lab.methods.batch import Batch, StepData
-from grpo_lab.methods.data import DATA, verifier_pairs
-from grpo_lab.methods.objectives import OBJECTIVES, Objective
+from grpo_lab.methods.objectives import OBJECTIVES
+from grpo_lab.methods.protocols import DataSource, Objective
+from grpo_lab.methods.sources import DATA, verifier_pairs
+from grpo_lab.methods.step import Step
 from grpo_lab.models.reward import RewardModel
 from grpo_lab.rollout.encode import pack_rows
 from grpo_lab.rollout.sampler import inference
@@ -37,24 +40,24 @@ TRAIN, EVAL, NOISE, PROMPTS, REPLAY = range(5)  # the parts of Stream.REWARD_PAI
 
 # ----- pairs ------------------------------------------------------------------------------------
 @torch.no_grad()
-def policy_pairs(ctx, examples: list, *, gen: torch.Generator) -> tuple[list[tuple], dict]:
+def policy_pairs(step: Step, examples: list, *, gen: torch.Generator) -> tuple[list[tuple], dict]:
     """Pairs from `rollout.group_size` samples of each example by the current policy, labelled by the
     task's verifier; and how they were drawn (`reward_model/...`)."""
-    G = ctx.config.rollout.group_size
-    batch = ctx.score(ctx.generate(examples, group_size=G, generator=gen), examples, G)
+    G = step.config.rollout.group_size
+    batch = step.score(step.generate(examples, group_size=G, generator=gen), examples, G)
     pairs = verifier_pairs(batch, G)
     return pairs, {"reward_model/samples": float(batch.rows), "reward_model/sample_accuracy":
                    float(batch.correct.float().mean())}
 
 
-def dataset_pairs(ctx, examples: list) -> list[tuple]:
+def dataset_pairs(step: Step, examples: list) -> list[tuple]:
     """Pairs from the `reward_model.chosen` and `reward_model.rejected` columns of each example."""
-    rm, tok = ctx.config.reward_model, ctx.tokenizer
+    rm, tok = step.config.reward_model, step.tokenizer
     pairs = []
     for ex in examples:
         missing = [c for c in (rm.chosen, rm.rejected) if c not in ex.fields]
         if missing:
-            raise TrainingError(f"reward_model.pairs is dataset but a row of task {ctx.task.name!r} has no column "
+            raise TrainingError(f"reward_model.pairs is dataset but a row of task {step.task.name!r} has no column "
                                 f"{missing[0]!r} (its columns: {', '.join(map(str, ex.fields))}); set "
                                 "reward_model.chosen and reward_model.rejected to its columns")
         prompt, chosen, rejected = tok([ex.prompt, str(ex.fields[rm.chosen]), str(ex.fields[rm.rejected])],
@@ -79,20 +82,20 @@ def chosen_examples(examples: list, count: int, gen: Optional[torch.Generator]) 
     return [examples[i] for i in order.tolist()]
 
 
-def make_pairs(ctx, rm, *, seed: int, iteration: int, source: str) -> tuple[list[tuple], list[tuple], dict]:
+def make_pairs(step: Step, rm, *, seed: int, iteration: int, source: str) -> tuple[list[tuple], list[tuple], dict]:
     """(training pairs with label noise, held-out pairs, metrics) of reward-model config `rm` (a
     RewardModelConfig) from `source` (policy | dataset), drawn by (seed, iteration)."""
     def gen(what: int) -> torch.Generator:
         return generator(seed, Stream.REWARD_PAIRS, iteration, what)
 
-    train = chosen_examples(ctx.train_examples, rm.prompts, gen(PROMPTS))
-    held_out = list(ctx.task.eval_examples())[: rm.eval_prompts]
+    train = chosen_examples(step.train_examples, rm.prompts, gen(PROMPTS))
+    held_out = list(step.task.eval_examples())[: rm.eval_prompts]
     metrics: dict = {}
     if source == "dataset":
-        train_pairs, eval_pairs = dataset_pairs(ctx, train), dataset_pairs(ctx, held_out)
+        train_pairs, eval_pairs = dataset_pairs(step, train), dataset_pairs(step, held_out)
     else:
-        train_pairs, metrics = policy_pairs(ctx, train, gen=gen(TRAIN))
-        eval_pairs, _ = policy_pairs(ctx, held_out, gen=gen(EVAL))
+        train_pairs, metrics = policy_pairs(step, train, gen=gen(TRAIN))
+        eval_pairs, _ = policy_pairs(step, held_out, gen=gen(EVAL))
     train_pairs, flipped = flip(train_pairs, rm.label_noise, gen(NOISE))
     metrics.update({"reward_model/pairs": float(len(train_pairs)), "reward_model/flipped": float(flipped),
                     "reward_model/eval_pairs": float(len(eval_pairs))})
@@ -106,24 +109,25 @@ def pair_batch(pairs: list[tuple], pad_id: int, device=None) -> Batch:
     return Batch(pack_rows(prompts, completions, pad_id=pad_id, device=device), pairs=len(pairs))
 
 
-def pair_rewards(model: RewardModel, batch: Batch, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r(chosen), r(rejected)) of the pairs `pairs` (indices) of a pair batch, (n,) each."""
+def pair_rewards(score, batch: Batch, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r(chosen), r(rejected)) of the pairs `pairs` (indices) of a pair batch, (n,) each; `score` gives a
+    rollout's rows their rewards (a reward model's `score`, or `Step.rewards`)."""
     rows = torch.cat([pairs, pairs + batch.pairs])
-    rewards = model.score(batch.rollout.select(rows))
+    rewards = score(batch.rollout.select(rows))
     return rewards.chunk(2)
 
 
 @torch.no_grad()
-def pair_accuracy(model: RewardModel, pairs: list[tuple], *, pad_id: int, device=None, chunk: int = 64,
+def pair_accuracy(score, pairs: list[tuple], *, pad_id: int, device=None, chunk: int = 64,
                   prefix: str = "eval/") -> dict:
     """Held-out `pair_accuracy` (share of pairs whose chosen completion gets the higher reward, ties half) and
-    `reward_margin` (mean r(chosen) - r(rejected)) of `model` on `pairs`."""
+    `reward_margin` (mean r(chosen) - r(rejected)) of the rewards `score` gives, on `pairs`."""
     if not pairs:
         return {f"{prefix}pairs": 0.0}
     margins = []
     for start in range(0, len(pairs), chunk):
         part = pairs[start:start + chunk]
-        chosen, rejected = inference(pair_rewards)(model, pair_batch(part, pad_id, device), torch.arange(len(part)))
+        chosen, rejected = inference(pair_rewards)(score, pair_batch(part, pad_id, device), torch.arange(len(part)))
         margins.append(chosen - rejected)
     margin = torch.cat(margins)
     correct = (margin > 0).float() + 0.5 * (margin == 0).float()  # a tie counts half, as in the training metric
@@ -132,40 +136,18 @@ def pair_accuracy(model: RewardModel, pairs: list[tuple], *, pad_id: int, device
 
 
 # ----- training ---------------------------------------------------------------------------------
-def fit_pairs(ctx, model: RewardModel, pairs: list[tuple], rm, *, seed: int, iteration: int) -> dict:
-    """`rm.steps` AdamW updates (lr `rm.lr`, a fresh optimizer) of `model` on minibatches of `rm.batch_size`
-    pairs, epochs over `pairs` in orders drawn by (seed, iteration, epoch): retraining inside an RL run.
-    The same loss as the `reward_model` method's update loop (`BradleyTerryObjective`)."""
-    if not pairs:
-        return {"reward_model/fit_steps": 0.0}
-    o = ctx.config.optim
-    model.requires_grad_(True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=rm.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+def pair_minibatches(pairs: list[tuple], *, steps: int, size: int, seed: int, iteration: int) -> list[list[int]]:
+    """`steps` minibatches of `size` pair indices, epochs over `pairs` in orders drawn by (seed, iteration,
+    epoch): how a reward model is retrained inside an RL run."""
     order: list[int] = []
-    epoch, losses, accuracies = 0, [], []
-    for _ in range(rm.steps):
-        if len(order) < rm.batch_size:
+    epoch, out = 0, []
+    for _ in range(steps):
+        if len(order) < size:
             perm = torch.randperm(len(pairs), generator=generator(seed, Stream.REWARD_ORDER, iteration, epoch))
             order, epoch = order + perm.tolist(), epoch + 1
-        take, order = order[: rm.batch_size], order[rm.batch_size:]
-        with ctx.autocast():
-            chosen, rejected = pair_rewards(model, pair_batch([pairs[i] for i in take], ctx.tokenizer.pad_token_id,
-                                                              ctx.device), torch.arange(len(take)))
-            result = bradley_terry_loss(chosen, rejected)
-        loss = result.loss.mean()
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the reward model's loss is {loss.item()} while retraining at step {ctx.step_count}; "
-                                "lower reward.model's lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if o.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        accuracies.append(float(result.metrics["reward_model/accuracy"]))
-    model.requires_grad_(False).eval()
-    return {"reward_model/fit_steps": float(rm.steps), "reward_model/fit_loss": sum(losses[-10:]) / len(losses[-10:]),
-            "reward_model/fit_accuracy": sum(accuracies[-10:]) / len(accuracies[-10:])}
+        out.append(order[:size])
+        order = order[size:]
+    return out
 
 
 @OBJECTIVES.register("bradley_terry")
@@ -182,8 +164,8 @@ class BradleyTerryObjective(Objective):
     def token_mask(self, batch: Batch) -> None:
         return None  # pairs weigh equally
 
-    def loss(self, ctx, batch: Batch, pairs: torch.Tensor):
-        result = bradley_terry_loss(*pair_rewards(ctx.reward_model, batch, pairs))
+    def loss(self, step: Step, batch: Batch, pairs: torch.Tensor):
+        result = bradley_terry_loss(*pair_rewards(step.rewards, batch, pairs))
         loss = result.loss.mean()
         return loss, {"reward_model/loss": float(loss.detach()), **{k: float(v) for k, v in result.metrics.items()}}
 
@@ -207,51 +189,49 @@ def check_reward_pairs(config) -> None:
 
 
 @DATA.register("reward_pairs", reads=("reward_model.*",), check=check_reward_pairs)
-class RewardPairs:
+class RewardPairs(DataSource):
     """(q, o+, o-): o+ a sample the verifier accepts, o- one it rejects, or a dataset's chosen/rejected rows.
 
     Made at the first step; `reward_model.batch_size` pairs per step, in epochs of seeded orders."""
 
-    def __init__(self, config, refill=None):
+    def __init__(self, config):
+        super().__init__(config)
         self.train: Optional[list] = None
         self.held_out: Optional[list] = None
         self.made: dict = {}
 
-    def ensure(self, ctx) -> dict:
+    def ensure(self, step: Step) -> dict:
         """Make the pairs (once); the metrics of how they were made, the first time."""
         if self.train is not None:
             return {}
-        rm = ctx.config.reward_model
-        self.train, self.held_out, self.made = make_pairs(ctx, rm, seed=rm.seed, iteration=0, source=rm.pairs)
+        rm = self.config.reward_model
+        self.train, self.held_out, self.made = make_pairs(step, rm, seed=rm.seed, iteration=0, source=rm.pairs)
         if not self.train:
             raise TrainingError(f"no preference pair: the {rm.prompts} prompts' samples were all accepted or all "
                                 "rejected by the verifier; sample more prompts (reward_model.prompts) or start from "
                                 "another warm start")
         return dict(self.made)
 
-    def collect(self, ctx, step: int) -> StepData:
-        metrics = self.ensure(ctx)
-        size, n = ctx.config.reward_model.batch_size, len(self.train)
-        picked = []
+    def collect(self, step: Step) -> StepData:
+        metrics = self.ensure(step)
+        size, n = self.config.reward_model.batch_size, len(self.train)
+        picked: list[int] = []
         while len(picked) < size:  # epochs over the pairs, each in its own seeded order
-            epoch, offset = divmod(step * size + len(picked), n)
-            order = torch.randperm(n, generator=generator(ctx.config.seed, Stream.REWARD_ORDER, 0, epoch)).tolist()
+            epoch, offset = divmod(step.index * size + len(picked), n)
+            order = torch.randperm(n, generator=generator(self.config.seed, Stream.REWARD_ORDER, 0, epoch)).tolist()
             picked.extend(order[offset: offset + size - len(picked)])
-        rank, world = ctx.shard()  # over several processes each trains on its slice of the step's pairs
+        rank, world = step.rank, step.world  # over several processes each trains on its slice of the step's pairs
         if size % world:
             raise TrainingError(f"reward_model.batch_size={size} pairs do not split over {world} processes; make it "
                                 "a multiple of train.devices x train.num_nodes")
         picked = picked[rank * size // world:(rank + 1) * size // world]
         pairs = [self.train[i] for i in picked]
-        return StepData(pair_batch(pairs, ctx.tokenizer.pad_token_id, ctx.device), metrics)
+        return StepData(pair_batch(pairs, step.tokenizer.pad_token_id, step.device), metrics)
 
-    def evaluate(self, ctx) -> dict:
+    def evaluate(self, step: Step) -> dict:
         """Held-out pair accuracy and reward margin."""
-        self.ensure(ctx)
-        return pair_accuracy(ctx.reward_model, self.held_out, pad_id=ctx.tokenizer.pad_token_id, device=ctx.device)
-
-    def after_update(self, ctx, data: StepData, step: int) -> None:
-        pass
+        self.ensure(step)
+        return pair_accuracy(step.rewards, self.held_out, pad_id=step.tokenizer.pad_token_id, device=step.device)
 
     def state_dict(self) -> dict:
         return {"train": self.train, "held_out": self.held_out, "made": self.made}

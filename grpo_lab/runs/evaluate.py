@@ -125,7 +125,7 @@ def log_report(report: EvalReport, source) -> str:
     import mlflow
 
     from grpo_lab.conventions import client
-    from grpo_lab.engine.module import TABLE_FILE
+    from grpo_lab.engine.engine import TABLE_FILE
     from grpo_lab.runs.tracking import check_writable
 
     config = source.config

@@ -77,15 +77,16 @@ def run(config: Config, *, tags: Optional[dict] = None, progress: bool = True, l
     """
     from grpo_lab.methods import check_config
 
-    check_config(config)  # before anything is built or written
+    recipe = check_config(config)  # before anything is built or written
     config = config.resolved()  # train.precision: auto made concrete, so the run records what it computed in
     quiet()
     with ThreadShare(config.train.threads) as share:
         return _run(config, share, tags=tags, progress=progress, log=log, callbacks=callbacks, on_eval=on_eval,
-                    resume_from=resume_from, run_id=run_id)
+                    resume_from=resume_from, run_id=run_id, recipe=recipe)
 
 
-def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resume_from, run_id) -> RunResult:
+def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resume_from, run_id,
+         recipe=None) -> RunResult:
     import lightning as L
 
     from grpo_lab.engine import module_class
@@ -113,7 +114,7 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     reward_model = reward_model_of(config, share, train=_run, progress=progress)  # a learned reward (cached)
     policy = for_training(policy, config.model)
     torch.manual_seed(config.seed)
-    module = module_class(config.method)(config, policy, tokenizer, task, reward_model=reward_model)
+    module = module_class(config.method)(config, policy, tokenizer, task, reward_model=reward_model, recipe=recipe)
     module.on_eval = EvalLines(then=on_eval) if progress else on_eval
     logger = tracking.make_logger(config, tags=tags, run_id=run_id) if log else False
     callbacks = list(callbacks or []) + [follow_share(share)]

@@ -1,10 +1,13 @@
 """The SFT warm start: supervised fine-tuning on the task's reference completions, trained once per
 distinct (task, model, sft) config and cached.
 
-The loss is the token-mean negative log-likelihood of each reference completion (EOS included)
-given its prompt. The result is saved with `save_pretrained` under `sft.cache_dir/<sft_hash>`, so
-every run of a grid starts from the same weights without retraining. A file lock makes parallel
-runs wait for one build.
+It is the engine's `warm_start` recipe (the `supervised` objective on reference completions drawn
+with replacement, `reference_draws`) run through the engine's one update loop, with the `sft`
+section's settings: the token-mean negative log-likelihood of each reference completion (EOS
+included) given its prompt, AdamW (betas 0.9 / 0.98) with linear warm-up, gradient clipping, in
+float32 and with the model's dropout. The result is saved with `save_pretrained` under
+`sft.cache_dir/<sft_hash>`, so every run of a grid starts from the same weights without
+retraining. A file lock makes parallel runs wait for one build.
 """
 
 from __future__ import annotations
@@ -18,9 +21,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from grpo_lab.core.supervised import supervised_loss
 from grpo_lab.models import build_policy, load_pretrained
-from grpo_lab.rollout import token_logprobs
 from grpo_lab.rollout.encode import encode_completions, encode_prompts
 from grpo_lab.runs.progress import StepProgress
 from grpo_lab.runs.threads import ThreadShare
@@ -34,55 +35,47 @@ def sft_batch(tokenizer, examples, device=None) -> dict:
             "completion_mask": c_mask}
 
 
-class WarmStart(L.LightningModule):
-    """Fine-tunes the policy on (prompt, target) examples with AdamW and linear warm-up."""
+def warm_start_config(config, device: str = "cpu"):
+    """The config of the `warm_start` recipe for `config`'s warm start: its task and model, the `sft`
+    section's steps, batch, optimizer settings and seed, in float32, every other setting at its default."""
+    from grpo_lab.config import Config, LossConfig, OptimConfig, RolloutConfig, TrainConfig
 
-    def __init__(self, policy, tokenizer, examples, cfg):
-        super().__init__()
-        self.policy, self.tokenizer, self.examples, self.cfg = policy, tokenizer, list(examples), cfg
-
-    def train_dataloader(self):
-        g = torch.Generator().manual_seed(self.cfg.seed)
-        sampler = torch.utils.data.RandomSampler(self.examples, replacement=True,
-                                                 num_samples=self.cfg.steps * self.cfg.batch_size, generator=g)
-        return torch.utils.data.DataLoader(self.examples, batch_size=self.cfg.batch_size, sampler=sampler,
-                                           collate_fn=lambda exs: sft_batch(self.tokenizer, exs))
-
-    def training_step(self, batch, batch_idx):
-        T = batch["completion_mask"].shape[1]
-        logp, _ = token_logprobs(self.policy, batch["input_ids"], batch["attention_mask"], T)
-        loss = supervised_loss(logp, batch["completion_mask"], aggregation="token_mean")
-        self.log("sft_loss", loss, prog_bar=True, logger=False)
-        return loss
-
-    def configure_optimizers(self):
-        c = self.cfg
-        opt = torch.optim.AdamW(self.policy.parameters(), lr=c.lr, betas=(0.9, 0.98), weight_decay=c.weight_decay)
-        warm = max(c.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: min(1.0, (n + 1) / warm))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    s = config.sft
+    return Config(
+        name=f"{config.name}-warm_start", method="warm_start", seed=s.seed, task=config.task, model=config.model,
+        sft=config.sft, rollout=RolloutConfig(prompts_per_step=s.batch_size, group_size=1),
+        loss=LossConfig(aggregation="token_mean"),
+        optim=OptimConfig(lr=s.lr, beta1=0.9, beta2=0.98, weight_decay=s.weight_decay, grad_clip=s.grad_clip,
+                          warmup_steps=s.warmup_steps, fused=False),
+        train=TrainConfig(steps=s.steps, precision="32-true", device=device, threads=WARM_START_THREADS),
+        tracking=config.tracking,
+    )
 
 
 WARM_START_THREADS = 1  # fixed: the cached weights must not depend on the load of the machine that built them
 
 
-def train_sft(policy, tokenizer, examples, cfg, *, progress: bool = True, device: str = "cpu") -> float:
-    """Runs SFT in place on `policy` with `WARM_START_THREADS` CPU threads, whatever else runs (the
-    thread count changes float sums, and every run that shares this warm start must get the same
-    weights); returns the wall time in seconds."""
+def train_sft(policy, tokenizer, task, config, *, progress: bool = True, device: str = "cpu") -> float:
+    """Runs the warm start of `config` in place on `policy` with `WARM_START_THREADS` CPU threads, whatever
+    else runs (the thread count changes float sums, and every run that shares this warm start must get the
+    same weights); returns the wall time in seconds."""
+    from grpo_lab.engine import Engine
+
     start = time.perf_counter()
-    callbacks = [StepProgress("sft", cfg.steps)] if progress else []
+    cfg = warm_start_config(config, device)
+    callbacks = [StepProgress("sft", cfg.train.steps)] if progress else []
     threads = torch.get_num_threads()
     torch.set_num_threads(WARM_START_THREADS)
     try:
         with torch.random.fork_rng():
             torch.manual_seed(cfg.seed)
-            trainer = L.Trainer(max_steps=cfg.steps, accelerator=device, devices=1, logger=False, callbacks=callbacks,
+            trainer = L.Trainer(max_epochs=1, accelerator=device, devices=1, logger=False, callbacks=callbacks,
                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                gradient_clip_val=cfg.grad_clip or None)
-            trainer.fit(WarmStart(policy, tokenizer, examples, cfg))
+                                num_sanity_val_steps=0, limit_val_batches=0)
+            trainer.fit(Engine(cfg, policy, tokenizer, task))
     finally:
         torch.set_num_threads(threads)
+    policy.eval()
     return time.perf_counter() - start
 
 
@@ -106,8 +99,7 @@ def warm_start(config, task, *, progress: bool = True, device: str = "cpu"):
                 with torch.random.fork_rng():
                     torch.manual_seed(config.sft.seed)
                     policy, tokenizer = build_policy(config.model, task.alphabet)
-                seconds = train_sft(policy, tokenizer, task.train_examples(), config.sft, progress=progress,
-                                    device=device)
+                seconds = train_sft(policy, tokenizer, task, config, progress=progress, device=device)
             tmp = root / f"{path.name}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             policy.save_pretrained(tmp)

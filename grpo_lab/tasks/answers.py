@@ -27,13 +27,14 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Callable, Optional
 
-from grpo_lab.imports import is_import_path, resolve_import
+from grpo_lab.imports import is_import_path
+from grpo_lab.registry import Registry, RegistryError
 
 NUMBER = re.compile(r"(?<!\d)-?\$?\d[\d,]*(?:\.\d+)?")
 _ANSWER_IS = re.compile(r"answer is:?\s*", re.IGNORECASE)
 
 Extractor = Callable[..., Optional[str]]
-EXTRACTORS: dict[str, Extractor] = {}
+EXTRACTORS: Registry[Extractor] = Registry("answer extractor")
 
 
 def normalize_number(text: str) -> str | None:
@@ -69,10 +70,7 @@ def canonical(text: str | None) -> str | None:
 
 def extractor(name: str) -> Callable[[Extractor], Extractor]:
     """Decorator that adds an extractor to `EXTRACTORS` under ``name``."""
-    def decorate(fn: Extractor) -> Extractor:
-        EXTRACTORS[name] = fn
-        return fn
-    return decorate
+    return EXTRACTORS.register(name)
 
 
 def _first_number(text: str) -> str | None:
@@ -178,12 +176,12 @@ def gsm8k_answer(text: str) -> str | None:
 
 def get_extractor(name: str, *, pattern: str | None = None, error: type[Exception] = ValueError) -> Callable:
     """The extractor ``name`` (built in or an import path) as a function of the text alone."""
+    try:
+        fn = EXTRACTORS.get(name).obj
+    except RegistryError as exc:
+        raise error(str(exc)) from None
     if is_import_path(name):
-        fn = resolve_import(name, what="answer extractor", error=error)
         return lambda text: canonical(fn(text))
-    if name not in EXTRACTORS:
-        raise error(f"unknown answer extractor {name!r}; choose one of {', '.join(EXTRACTORS)}, or name one "
-                    "by import path (package.module:function)")
     if name == "regex":
         if not pattern:
             raise error("the regex answer extractor needs a pattern: set task.pattern, e.g. 'Answer: (\\S+)'")
@@ -192,7 +190,7 @@ def get_extractor(name: str, *, pattern: str | None = None, error: type[Exceptio
         except re.error as exc:
             raise error(f"task.pattern {pattern!r} is not a regular expression ({exc})") from None
         return lambda text: by_regex(text, pattern)
-    return EXTRACTORS[name]
+    return fn
 
 
 def _as_number(text: str) -> Decimal | None:

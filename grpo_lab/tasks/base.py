@@ -16,9 +16,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
-from grpo_lab.imports import is_import_path, resolve_import
-
 from grpo_lab.errors import GrpoLabError
+from grpo_lab.registry import Registry
 
 
 class TaskError(GrpoLabError, ValueError):
@@ -127,36 +126,23 @@ class VerifiableTask:
 TaskFactory = Callable[..., Task]
 TASK_METHODS = ("train_examples", "eval_examples", "reward", "is_correct", "extract_answer")
 
-TASKS: dict[str, TaskFactory] = {}
+TASKS: Registry[TaskFactory] = Registry("task", error=TaskError)
 """Task name -> factory called as ``factory(seed=..., **options)``."""
 
 
 def register_task(name: str) -> Callable[[TaskFactory], TaskFactory]:
     """Class decorator that adds a task to ``TASKS`` under ``name``."""
-
-    def decorate(factory: TaskFactory) -> TaskFactory:
-        if name in TASKS:
-            raise ValueError(f"task {name!r} is registered twice")
-        TASKS[name] = factory
-        return factory
-
-    return decorate
+    return TASKS.register(name)
 
 
 def task_factory(name: str) -> TaskFactory:
     """The factory of the task registered as ``name``, or named by import path
     (``my_pkg.tasks:MyTask``: a class or function called as ``factory(seed=..., **options)``)."""
-    if is_import_path(name):
-        factory = resolve_import(name, what="task", error=TaskError)
-        if not callable(factory):
-            raise TaskError(f"task {name!r} names a {type(factory).__name__}, not a class or function that "
-                            "builds a task")
-        return factory
-    if name not in TASKS:
-        known = ", ".join(TASKS)
-        raise TaskError(f"unknown task {name!r}; known tasks: {known}, or a task of your own by import path "
-                        "(package.module:MyTask)")
-    return TASKS[name]
+    factory = TASKS.get(name).obj
+    if not callable(factory):
+        raise TaskError(f"task {name!r} names a {type(factory).__name__}, not a class or function that "
+                        "builds a task")
+    return factory
 
 
 def build_task(name: str, *, seed: int, **options: Any) -> Task:

@@ -37,23 +37,19 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from grpo_lab.errors import RewardError
-from grpo_lab.imports import is_import_path, resolve_import
+from grpo_lab.imports import is_import_path
+from grpo_lab.registry import Registry
 
 from .answers import COMPARISONS, get_extractor
 from .base import Example, TaskError
 
-REWARDS: dict[str, Callable[..., float]] = {}
+REWARDS: Registry[Callable[..., float]] = Registry("reward function", error=TaskError)
 SPEC_KEYS = ("fn", "weight", "name")
 
 
 def register_reward(name: str) -> Callable:
     """Decorator that adds a reward function to `REWARDS` under ``name``."""
-    def decorate(fn: Callable[..., float]) -> Callable[..., float]:
-        if name in REWARDS:
-            raise TaskError(f"reward function {name!r} is registered twice")
-        REWARDS[name] = fn
-        return fn
-    return decorate
+    return REWARDS.register(name)
 
 
 @register_reward("correct")
@@ -134,13 +130,7 @@ def parse_specs(items: Any) -> list[RewardSpec]:
 
 def resolve(spec: RewardSpec) -> Callable[..., float]:
     """The function a spec names, checked to take its keyword arguments."""
-    if is_import_path(spec.fn):
-        fn = resolve_import(spec.fn, what="reward function", error=TaskError)
-    elif spec.fn in REWARDS:
-        fn = REWARDS[spec.fn]
-    else:
-        raise TaskError(f"unknown reward function {spec.fn!r}; choose one of {', '.join(REWARDS)}, or name one of "
-                        "your own by import path (package.module:function)")
+    fn = REWARDS.get(spec.fn).obj
     if not callable(fn):
         raise TaskError(f"reward function {spec.fn!r} names a {type(fn).__name__}, not a function")
     try:

@@ -3,7 +3,7 @@ the engine to its recipe (`grpo_lab.methods.RECIPES`). None inherits from anothe
 
 from __future__ import annotations
 
-from grpo_lab.engine.module import Engine
+from grpo_lab.engine.engine import Engine
 
 
 class SFT(Engine):
