@@ -3,7 +3,9 @@ reward function or a component of one's own. Imports nothing of grpo_lab, so eve
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import types
 from typing import Any
 
 
@@ -24,10 +26,16 @@ def resolve_import(path: str, *, what: str, error: type[Exception] = ValueError)
     except ImportError as exc:
         raise error(f"{what} {path!r}: cannot import {module_name} ({exc}); put its folder on "
                     "PYTHONPATH or install it") from None
-    try:
-        obj = module
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except AttributeError:
-        raise error(f"{what} {path!r}: module {module_name} has no {attr!r}") from None
+    obj, where = module, module_name
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            kind = "module" if isinstance(obj, types.ModuleType) else "object"
+            raise error(f"{what} {path!r}: {kind} {where} has no {part!r}{did_you_mean(part, dir(obj))}")
+        obj, where = getattr(obj, part), f"{where}.{part}"
     return obj
+
+
+def did_you_mean(name: str, names) -> str:
+    """``"; did you mean 'closest'?"`` for the public name in ``names`` closest to ``name``, or ""."""
+    close = difflib.get_close_matches(name, [n for n in names if not n.startswith("_")], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
