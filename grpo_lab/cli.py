@@ -15,6 +15,7 @@ def cmd_train(args) -> int:
 
     config = load_config(args.config, args.set)
     config = named_by_overrides(config, args.set)
+    check_data_early(config)
     from grpo_lab.methods import check_config
 
     check_config(config)
@@ -35,6 +36,17 @@ def cmd_train(args) -> int:
     print(f"MLflow: experiment '{config.tracking.experiment}' in {uri}\n"
           f"next: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
     return 0
+
+
+def check_data_early(config) -> None:
+    """A data task's rows in local .jsonl/.json/.csv files, checked before torch loads (a row without
+    its answer is reported in well under a second); other data is checked when the task is built."""
+    from grpo_lab.config.sections import DATA_TASKS
+
+    if config.task.name in DATA_TASKS:
+        from grpo_lab.tasks.dataset import check_rows_early
+
+        check_rows_early(config.task.name, seed=config.task.data_seed, options=config.task.options())
 
 
 def named_by_overrides(config, overrides: list[str]):
