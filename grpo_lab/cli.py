@@ -310,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print-only", action="store_true", help="print the URL and the mlflow command; start nothing")
     p.set_defaults(func=cmd_ui)
 
-    p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
+    p = sub.add_parser("demo", help="SFT warm start, GRPO on the chain task with a before/after table, then a small "
+                                    "DeepSeekMath Fig. 5 grid (4 arms x 2 seeds) and its report")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo's config, e.g. --set train.threads=1 (repeatable)")
     p.add_argument("--no-progress", action="store_true")

@@ -93,3 +93,13 @@ def test_a_reward_ablation_runs_paired_from_one_warm_start(tiny_config, tmp_path
     text = report.read_text()
     assert "paired_t" in text and "`task.rewards=with_format`" in text
     assert '"fn": "format"' in text  # the levels' values, listed beside their names
+
+
+def test_the_example_reward_ablation_shares_one_warm_start():
+    from pathlib import Path
+
+    from grpo_lab.experiments import load_grid
+
+    grid = load_grid(Path(__file__).parent.parent / "experiments" / "reward_ablation.yaml")
+    assert sorted({r.arm for r in grid.runs}) == ["task.rewards=correct_only", "task.rewards=with_format"]
+    assert len(grid.runs) == 6 and len({r.config.sft_hash() for r in grid.runs}) == 1
