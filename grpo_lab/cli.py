@@ -1,4 +1,4 @@
-"""grpo-lab: train | eval | export | demo | grid | sweep | report | bench | paradigm | config.
+"""grpo-lab: train | eval | export | demo | grid | sweep | report | ui | bench | paradigm | config.
 
 Every expected failure (a bad config, a missing file, a failing reward, a non-finite loss) ends
 with one line `grpo-lab: error: ...` and exit status 2; nothing finished is lost.
@@ -14,7 +14,8 @@ def cmd_train(args) -> int:
     from grpo_lab.config import load_config
 
     config = load_config(args.config, args.set)
-    config = named_by_overrides(config, args.set)
+    config = named_by_overrides(config, args.set, args.config)
+    check_data_early(config)
     from grpo_lab.methods import check_config
 
     check_config(config)
@@ -32,24 +33,65 @@ def cmd_train(args) -> int:
     result = run(config, progress=not args.no_progress, resume_from=resume)
     print(result.format())
     uri = config.tracking.resolved_uri
+    folder = shown_path(result.checkpoint.parent)
+    prefix = pythonpath_prefix(config.to_dict())
     print(f"MLflow: experiment '{config.tracking.experiment}' in {uri}\n"
-          f"next: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000)")
+          f"next: {ui_line(uri)}   (MLflow's UI, opened on the experiment's training runs)\n"
+          f"      {prefix}grpo-lab eval {folder}   (held-out accuracy with CIs), "
+          f"{prefix}grpo-lab export {folder} --out exported/")
     return 0
 
 
-def named_by_overrides(config, overrides: list[str]):
+def ui_line(uri: str) -> str:
+    """The `grpo-lab ui` command for the store `uri`."""
+    from grpo_lab.conventions import default_tracking_uri
+
+    return "grpo-lab ui" + ("" if uri == default_tracking_uri() else f" --tracking-uri {uri}")
+
+
+def shown_path(path) -> str:
+    """`path` relative to the working directory where it lies below it, for commands to copy."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def pythonpath_prefix(config) -> str:
+    from grpo_lab.imports import pythonpath_prefix as prefix
+
+    return prefix(config)
+
+
+def check_data_early(config) -> None:
+    """A data task's rows in local .jsonl/.json/.csv files, checked before torch loads (a row without
+    its answer is reported in well under a second); other data is checked when the task is built."""
+    from grpo_lab.config.sections import DATA_TASKS
+
+    if config.task.name in DATA_TASKS:
+        from grpo_lab.tasks.dataset import check_rows_early
+
+        check_rows_early(config.task.name, seed=config.task.data_seed, options=config.task.options())
+
+
+def named_by_overrides(config, overrides: list[str], path: Path | None = None):
     """`config` with a run name that shows its `--set` overrides (those that change what it computes,
-    besides the seed), unless it names its run itself: runs of one config file stay apart in MLflow."""
+    besides the seed), unless it names its run itself: runs of one config file stay apart in MLflow. A
+    config that gives no `name` is named by its file (`my_task.yaml` -> `my_task-grpo-s0`); its `name`
+    itself stays, since it is part of the config's hash."""
     import re
 
-    from grpo_lab.config import parse_overrides, with_overrides
+    from grpo_lab.config import Config, parse_overrides, with_overrides
     from grpo_lab.conventions import is_result_key
 
     shown = [f"{k}={v}" for k, v in parse_overrides(overrides) if is_result_key(k) and k not in ("seed", "name", "method")]
-    if config.tracking.run_name is not None or not shown:
+    name = Path(path).stem if path is not None and config.name == Config.name else config.name
+    if config.tracking.run_name is not None or (not shown and name == config.name):
         return config
     label = re.sub(r"[^A-Za-z0-9_.=,+-]+", "_", ",".join(shown))
-    return with_overrides(config, **{"tracking.run_name": f"{config.name}-{config.method}-{label}-s{config.seed}"})
+    run_name = "-".join([name, config.method, *([label] if shown else []), f"s{config.seed}"])
+    return with_overrides(config, **{"tracking.run_name": run_name})
 
 
 def cmd_eval(args) -> int:
@@ -68,6 +110,9 @@ def cmd_export(args) -> int:
 
     done = export(args.source, args.out, tracking_uri=args.tracking_uri, overwrite=args.overwrite)
     print(f"exported {args.source} to {done.folder}: {', '.join(done.files)}")
+    folder = shown_path(done.folder)
+    print(f"next: {pythonpath_prefix(done.config.to_dict())}grpo-lab eval {folder}   (evaluates it on the run's task), "
+          f"or load it: transformers.AutoModelForCausalLM.from_pretrained({folder!r})")
     return 0
 
 
@@ -127,8 +172,9 @@ def cmd_grid(args) -> int:
     if tracking is not None:
         print(f"MLflow: experiment '{tracking.experiment}' in {tracking.resolved_uri} (runs tagged grpo_lab.grid = "
               f"{grid.name})")
-    print(f"next: grpo-lab report {grid.name}" + ("   (after the failed runs are fixed and rerun: grpo-lab grid "
-                                                  f"{args.file})" if summary.failed else ""))
+    prefix = pythonpath_prefix(grid.runs[0].config.to_dict()) if grid.runs else ""
+    print(f"next: grpo-lab report {grid.name}" + ("   (after the failed runs are fixed and rerun: "
+                                                  f"{prefix}grpo-lab grid {args.file})" if summary.failed else ""))
     return 1 if summary.failed else 0
 
 
@@ -142,8 +188,17 @@ def cmd_sweep(args) -> int:
 
     print(f"Optuna study '{sweep.name}' in {redact(sweep.storage)}; MLflow: experiment "
           f"'{sweep.base.tracking.experiment}' in {sweep.base.tracking.resolved_uri} (runs tagged grpo_lab.sweep = "
-          f"{sweep.name})\nnext: grpo-lab sweep {args.file} --n-trials N   (continues the study up to N trials)")
+          f"{sweep.name})\nnext: {pythonpath_prefix(sweep.base.to_dict())}grpo-lab sweep {args.file} --n-trials N   "
+          "(continues the study up to N trials)")
     return 0
+
+
+def cmd_ui(args) -> int:
+    from grpo_lab.conventions import default_tracking_uri
+    from grpo_lab.runs.ui import open_ui
+
+    return open_ui(args.tracking_uri or default_tracking_uri(), experiment=args.experiment, host=args.host,
+                   port=args.port, start=not args.print_only)
 
 
 def cmd_demo(args) -> int:
@@ -246,7 +301,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("demo", help="SFT warm start, then GRPO on the chain task, then a before/after table")
+    p = sub.add_parser("ui", help="MLflow's UI on the workspace's store, with the URL of an experiment's training runs")
+    p.add_argument("--experiment", default=None, help="MLflow experiment (default: the one of the run started last)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow store (default $MLFLOW_TRACKING_URI or the workspace's mlflow.db)")
+    p.add_argument("--host", default="127.0.0.1", help="address the UI listens on")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--print-only", action="store_true", help="print the URL and the mlflow command; start nothing")
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("demo", help="SFT warm start, GRPO on the chain task with a before/after table, then a small "
+                                    "DeepSeekMath Fig. 5 grid (4 arms x 2 seeds) and its report")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the demo's config, e.g. --set train.threads=1 (repeatable)")
     p.add_argument("--no-progress", action="store_true")
@@ -266,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16"),
                    help="weights' dtype (default bfloat16 on cuda, float32 on cpu)")
     p.add_argument("--fixed-length", action="store_true", help="forbid EOS: every completion is --max-new tokens")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 keeps torch's default)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: this process's share of the cores)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="sequences per forward/backward of the update, gradients accumulated (0: all at once)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,

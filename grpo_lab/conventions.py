@@ -39,8 +39,10 @@ NOT_RESULT_KEYS = (
     "model.activation_checkpointing",  # the same step, activations recomputed instead of kept
     "train.eval_table",  # what is shown of the evaluations, not what they compute
 )
-# Keys that shape the RL run but not its warm start (which trains the whole model, without them).
-RUN_ONLY_KEYS = ("model.adapter.*",)
+# Keys of the task, model and sft sections that shape the RL run but not its warm start, which trains
+# the whole model (no adapter) on the task's training examples with the SFT loss alone: the reward
+# functions and the verifier's comparison are never read by it. Left out of `Config.sft_hash`.
+RUN_ONLY_KEYS = ("model.adapter.*", "task.rewards", "task.compare", "task.tolerance")
 # Of those, keys the first version's hash held: hashed as this constant, so identities stay as they were.
 HASHED_AS = {"sft.cache_dir": ".grpo_lab/sft"}
 

@@ -67,7 +67,7 @@ def demo(*, progress: bool = True, fig5: bool = True, overrides: list[str] | Non
         demo_fig5(config, progress=progress)
     print(f"\nEverything is in {workspace()}/ (runs/, cache/, reports/). MLflow: experiment "
           f"'{config.tracking.experiment}' in {uri}\n"
-          f"next: mlflow ui --backend-store-uri {uri}   (then open http://127.0.0.1:5000), or train the full run: "
+          f"next: grpo-lab ui   (MLflow's UI, opened on the demo's training runs), or train the full run: "
           f"grpo-lab train experiments/grpo_chain.yaml\n"
           f"demo: {time.time() - start:.0f} s")
 

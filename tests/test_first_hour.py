@@ -142,7 +142,8 @@ def test_outputs_land_in_one_workspace(tmp_path, monkeypatch, capsys):
     run_dirs = list((ws / "runs").iterdir())
     assert len(run_dirs) == 1 and (run_dirs[0] / "final.ckpt").exists()
     assert run_dirs[0].name.startswith("tiny-grpo-optim.lr=2e-3-s1-")  # the name shows the override
-    assert f"sqlite:///{ws / 'mlflow.db'}" in out and "next: mlflow ui --backend-store-uri" in out
+    assert f"sqlite:///{ws / 'mlflow.db'}" in out and "next: grpo-lab ui   (" in out
+    assert f"grpo-lab eval ws/runs/{run_dirs[0].name}" in out and "PYTHONPATH" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "ws"]  # nothing else in the working dir
 
 
@@ -181,4 +182,13 @@ def test_the_demo_end_to_end_on_a_tiny_model(tmp_path, monkeypatch, capsys):
     assert "Online RFT beats RFT" in claims
     report = tmp_path / "ws" / "reports" / "deepseekmath_fig5_demo" / "README.md"
     assert report.exists() and f"report and plots: {report}" in out
-    assert "Everything is in" in out and "next: mlflow ui" in out
+    assert "Everything is in" in out and "next: grpo-lab ui" in out
+
+
+def test_a_policy_gradient_step_shows_its_gradient_norm_not_its_near_zero_loss():
+    from grpo_lab.runs.progress import shown
+
+    grpo = {"rollout/reward_mean": 0.5, "actor/loss": -4.66e-10, "actor/grad_norm": 0.41, "actor/ratio_mean": 1.0}
+    assert shown(grpo) == [("rollout/reward_mean", "reward"), ("actor/grad_norm", "grad norm")]
+    sft = {"actor/loss": 1.3, "actor/grad_norm": 2.0}  # a supervised loss means something: shown
+    assert shown(sft) == [("actor/loss", "loss")]

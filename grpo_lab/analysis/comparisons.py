@@ -34,7 +34,7 @@ import pandas as pd
 
 from grpo_lab.analysis import estimators, stats
 from grpo_lab.analysis.estimators import Interval
-from grpo_lab.analysis.frame import arm_values, final_values
+from grpo_lab.analysis.frame import arm_values, final_values, level_values
 from grpo_lab.analysis.validity import check_comparison
 from grpo_lab.analysis.claims import (  # noqa: F401  (MIN_SEEDS_FOR_CI: named where it decides)
     DOES_NOT_HOLD, HOLDS, INCONCLUSIVE, MIN_SEEDS_FOR_CI, Claim, ReportError, few_seeds, resolve_arm, up_to_step,
@@ -226,6 +226,8 @@ class Analysis:
     # arms with fewer than MIN_SEEDS_FOR_CI seeds in some table -> their smallest seed count
     few_seeds: dict[str, int] = field(default_factory=dict)
     confidence: float = 0.95  # of every interval above
+    # arms whose labels name their levels (or number them) -> {factor: its value as JSON}
+    levels: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 def _arm_table(frame, finals, metric, *, confidence, n_resamples, seed):
@@ -356,4 +358,4 @@ def analyse(
             if few_seeds(seeds):
                 few[arm] = min(int(seeds), few.get(arm, int(seeds)))
     return Analysis(list(views), tables, intervals, finals, comparisons, results, warnings,
-                    views, dict(sorted(few.items())), confidence)
+                    views, dict(sorted(few.items())), confidence, level_values(frame))

@@ -7,7 +7,8 @@ Tidy frame: one row per (run, step) with columns
     run_id, grid, arm, seed (int), step (int), sft_hash, config_hash,
     <metric> ...        one column per metric (NaN at steps where it was not logged),
     param:<key> ...     the flattened config (strings, as MLflow stores them),
-    factor:<key> ...    the factor values of the run's arm (from the grpo_lab.factors tag).
+    factor:<key> ...    the factor values of the run's arm (from the grpo_lab.factors tag; a list or
+                        mapping as JSON).
 
 The MLflow conventions it relies on are those of the training side: tags ``grpo_lab.grid``,
 ``grpo_lab.arm``, ``grpo_lab.factors`` (JSON), ``grpo_lab.config_hash``, ``grpo_lab.sft_hash``,
@@ -135,7 +136,8 @@ def _run_frame(client, run, grid: str, metrics: Sequence[str] | None) -> pd.Data
         "config_hash": tags.get(CONFIG_HASH_TAG),
     }
     extra = {f"{PARAM_PREFIX}{k}": v for k, v in params.items()}
-    extra.update({f"{FACTOR_PREFIX}{k}": str(v) for k, v in factors.items()})
+    extra.update({f"{FACTOR_PREFIX}{k}": json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+                  for k, v in factors.items()})
     constants = pd.DataFrame({column: [value] * len(frame)
                               for column, value in {**identity, **extra}.items()},
                              index=frame.index)
@@ -198,3 +200,18 @@ def arm_values(finals: pd.DataFrame) -> dict[str, pd.Series]:
         arm: group.set_index("seed")["value"].sort_index()
         for arm, group in finals.groupby("arm", sort=True)
     }
+
+
+def level_values(frame: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """The arms whose labels do not show a factor's value (a named level, ``task.rewards=with_format``,
+    a numbered one, or a mapping labelled by its sub-keys), each with those factors' values as the
+    ``factor:`` columns hold them: the key to such labels."""
+    runs = frame.drop_duplicates("arm")
+    out: dict[str, dict[str, str]] = {}
+    for _, run in runs.sort_values("arm").iterrows():
+        parts = str(run["arm"]).split(",")
+        for column in (c for c in frame.columns if c.startswith(FACTOR_PREFIX)):
+            key, value = column[len(FACTOR_PREFIX):], run[column]
+            if isinstance(value, str) and f"{key}={value}" not in parts:
+                out.setdefault(str(run["arm"]), {})[key] = value
+    return out

@@ -66,6 +66,12 @@ def render_markdown(
     if warning:
         lines += [warning, ""]
 
+    if analysis.levels:
+        lines += ["## Factor levels", "", "The arms whose labels name their levels, and the value of each:", ""]
+        rows = [[f"`{arm}`", f"`{key}`", "`" + value.replace("|", "\\|") + "`"]
+                for arm, values in analysis.levels.items() for key, value in values.items()]
+        lines += markdown_table(["arm", "factor", "value"], rows) + [""]
+
     lines += ["## Claims", ""]
     if analysis.results:
         for i, result in enumerate(analysis.results, 1):

@@ -42,6 +42,24 @@ def _factor_keys(frame: pd.DataFrame, factors: Iterable[str] | None) -> list[str
     return list(factors)
 
 
+def _within(key: str, factor: str) -> bool:
+    """Whether param ``key`` is factor ``factor`` or a part of its value: MLflow holds a list- or
+    mapping-valued key as one param per item (``task.rewards/1/fn``, ``reward.model/prompts``), and a
+    mapping-valued factor sets its sub-keys (``loss`` sets ``loss.clip_low``)."""
+    dotted = key.replace("/", ".")
+    return dotted == factor or dotted.startswith(factor + ".")
+
+
+def _shown_above(value: float, limit: float) -> str:
+    """``value`` (> ``limit``) with one decimal, or as many more as it takes to read as above
+    ``limit`` (1.04, not 1.0, against a limit of 1)."""
+    for decimals in range(1, 6):
+        text = f"{value:.{decimals}f}"
+        if float(text) > limit:
+            return text
+    return f"{value:.6g}"
+
+
 def check_compute(frame: pd.DataFrame, *, tolerance: float = 0.01) -> list[str]:
     """Warn when the final compute budgets of arms differ by more than ``tolerance``."""
     warnings = []
@@ -55,7 +73,8 @@ def check_compute(frame: pd.DataFrame, *, tolerance: float = 0.01) -> list[str]:
         if high > 0 and (high - low) / high > tolerance:
             detail = ", ".join(f"{arm}: {value:.6g}" for arm, value in per_arm.items())
             warnings.append(
-                f"unequal compute: final {budget} differs by {100 * (high - low) / high:.1f}% "
+                f"unequal compute: final {budget} differs by "
+                f"{_shown_above(100 * (high - low) / high, 100 * tolerance)}% "
                 f"between arms (> {100 * tolerance:g}%): {detail}"
             )
     return warnings
@@ -75,6 +94,8 @@ def check_configs(
     for column in sorted(c for c in runs.columns if c.startswith(PARAM_PREFIX)):
         key = column[len(PARAM_PREFIX):]
         if key in skipped or key.rsplit(".", 1)[-1] in ignore or not is_result_key(key, ignore):
+            continue
+        if any(_within(key, factor) for factor in factor_keys):  # a part of a factor's value
             continue
         values_per_arm = runs.groupby("arm")[column].agg(
             lambda s: tuple(sorted(set(s.fillna("<unset>").astype(str))))

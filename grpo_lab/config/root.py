@@ -150,11 +150,38 @@ class Config:
         return _hash(d)
 
     def sft_hash(self) -> str:
-        """Identifies the warm start: the task, the model and the SFT settings, nothing of the RL run."""
-        d = _identity(self)
-        return _hash({section: {k: v for k, v in d[section].items()
-                                if is_result_key(f"{section}.{k}") and is_result_key(f"{section}.{k}", RUN_ONLY_KEYS)}
-                      for section in ("task", "model", "sft")})
+        """Identifies the warm start by what it reads: the task's training examples (and, for the tiny
+        model, the character tokenizer's alphabet), the model and the SFT settings (`is_sft_key`), nothing
+        of the RL run. With `model.path` the keys only the tiny model reads (`TINY_MODEL_ONLY`) are
+        hashed at their defaults, so that they change nothing there either."""
+        config = self
+        if self.model.path is not None:
+            tiny = {s: {k.split(".")[1]: _default(getattr(self, s), k.split(".")[1])
+                        for k in TINY_MODEL_ONLY if k.startswith(s + ".")} for s in ("task", "model")}
+            config = dataclasses.replace(self, task=dataclasses.replace(self.task, **tiny["task"]),
+                                         model=dataclasses.replace(self.model, **tiny["model"]))
+        d = _identity(config)
+        return _hash({section: {k: v for k, v in d[section].items() if is_sft_key(f"{section}.{k}")}
+                      for section in SFT_SECTIONS})
+
+
+SFT_SECTIONS = ("task", "model", "sft")  # the sections the warm start reads
+# Read by the warm start only when it builds the tiny model: its shape, and the answer extractor, which
+# reaches the warm start only through the alphabet of the character tokenizer (the reference answers'
+# characters are in it); with `model.path` the folder gives the shape and the tokenizer.
+TINY_MODEL_ONLY = ("model.hidden_size", "model.num_layers", "model.num_heads", "model.num_kv_heads",
+                   "model.intermediate_size", "model.max_length", "task.extractor", "task.pattern")
+
+
+def is_sft_key(key: str) -> bool:
+    """Whether the dotted config key `key` is part of the warm start's hash (`Config.sft_hash`)."""
+    return (key.split(".", 1)[0] in SFT_SECTIONS and is_result_key(key)
+            and is_result_key(key, RUN_ONLY_KEYS))
+
+
+def _default(section, name: str) -> Any:
+    f = section.__dataclass_fields__[name]
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
 def _identity(config) -> dict:

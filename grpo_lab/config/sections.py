@@ -294,7 +294,8 @@ class TrainConfig:
     out_dir: Optional[str] = knob(None, "checkpoints and config copies go under out_dir/<run name>; None = "
                                         "<workspace>/runs")
     device: str = knob("auto", "auto | cpu | cuda")
-    threads: int = knob(0, "torch CPU threads; 0 keeps torch's default")
+    threads: int = knob(0, "torch CPU threads of this process; 0 = its share of the cores (cores // grpo-lab "
+                              "processes computing, looked at again every 5 s); a number fixes it")
     strategy: str = knob("auto",
                          "Lightning strategy: auto | ddp | ddp_spawn | fsdp | ... (each process takes a "
                          "slice of a step's prompts)")

@@ -5,9 +5,9 @@ A grid file (YAML):
     name: aggregation            # the name every run is tagged with (default: the file's stem; `grid:` also works)
     base: grpo_chain.yaml        # a config file (next to the grid file, or from the cwd) or an inline mapping
     set: {train.steps: 100}      # optional dotted overrides applied to the base of every arm
-    factors:                     # any dotted config keys, each a list of values
+    factors:                     # any dotted config keys, each a list of values or named levels
       loss.aggregation: [token_mean, seq_mean_token_mean]
-      advantage.scale: [group, none]
+      advantage.scale: {std: group, no_std: none}   # level name -> value (`levels` says how arms are labelled)
     mode: crossed                # crossed (every combination, the default) | zipped (i-th with i-th; or zip: true)
     seeds: [0, 1, 2]             # or a count: 3 -> 0, 1, 2
     budget: fixed                # fixed (default): refuse arms that see different numbers of prompts or samples | free
@@ -36,6 +36,7 @@ from grpo_lab.config import Config, ConfigError, with_overrides
 from grpo_lab.conventions import (
     ARM_TAG, CONFIG_HASH_TAG, FACTORS_TAG, FINISHED, GRID_FILE_TAG, GRID_TAG, KILLED, RUNNING, STATUS_TAG, client,
 )
+from grpo_lab.experiments.levels import arm_label, factor_levels  # noqa: F401 (arm_label: exported from here)
 from grpo_lab.specs import SpecError, base_config, dotted, read_spec, seeds_of
 
 GRID_KEYS = ("name", "grid", "base", "set", "factors", "mode", "zip", "seeds", "budget", "warm_start")
@@ -90,11 +91,6 @@ class GridSummary:
         return sum(p.done for p in self.planned)
 
 
-def arm_label(factors: dict) -> str:
-    return ",".join(f"{k}={json.dumps(v, separators=(',', ':')) if isinstance(v, (dict, list)) else v}"
-                    for k, v in factors.items())
-
-
 def load_grid(path: str | Path) -> Grid:
     """Reads and expands a grid file, checking that its arms are comparable."""
     path = Path(path)
@@ -115,16 +111,21 @@ def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", 
     name = str(spec.get("name") or spec.get("grid") or default_name)
     base = base_config(spec, folder, where)
     factors = spec.get("factors") or {}
-    if not isinstance(factors, dict) or not all(isinstance(v, list) and v for v in factors.values()):
-        raise GridError(f"{where}: 'factors' must map config keys to non-empty lists, e.g. loss.aggregation: [a, b]")
+    if not isinstance(factors, dict):
+        raise GridError(f"{where}: 'factors' must map config keys to lists of values or to named levels, e.g. "
+                        "loss.aggregation: [a, b]")
+    try:
+        factors = {key: factor_levels(key, levels, where) for key, levels in factors.items()}
+    except SpecError as exc:
+        raise GridError(str(exc)) from None
     mode = spec.get("mode", "zipped" if spec.get("zip") else "crossed")
     if mode == "crossed":
-        combos = [dict(zip(factors, values)) for values in product(*factors.values())]
+        combos = [dict(zip(factors, levels)) for levels in product(*factors.values())]
     elif mode == "zipped":
         lengths = {k: len(v) for k, v in factors.items()}
         if len(set(lengths.values())) > 1:
             raise GridError(f"{where}: zipped factors need lists of one length, got {lengths}")
-        combos = [dict(zip(factors, values)) for values in zip(*factors.values())]
+        combos = [dict(zip(factors, levels)) for levels in zip(*factors.values())]
     else:
         raise GridError(f"{where}: mode is {mode!r}; choose crossed or zipped")
     seeds = seeds_of(spec, base.seed, where)
@@ -132,15 +133,17 @@ def expand(spec: dict, *, folder: Path = Path("."), default_name: str = "grid", 
         raise GridError(f"{where}: 'seed' is not a factor; list the seeds under 'seeds'")
     runs = []
     for combo in combos:
-        arm = arm_label(combo)
+        arm = ",".join(level.label for level in combo.values())
+        values = {key: level.value for key, level in combo.items()}
         for seed in seeds:
-            run_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join([name, *map(str, combo.values()), f"s{seed}"]))
+            run_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join([name, *(level.name for level in combo.values()),
+                                                                   f"s{seed}"]))
             try:
-                config = with_overrides(base, **dotted(combo), seed=seed, **{"tracking.run_name": run_name})
+                config = with_overrides(base, **dotted(values), seed=seed, **{"tracking.run_name": run_name})
                 check_config(config)
             except ConfigError as exc:
                 raise GridError(f"{where}: arm {arm}: {exc}") from None
-            runs.append(GridRun(arm, dict(combo), seed, config))
+            runs.append(GridRun(arm, values, seed, config))
     hashes = [r.config_hash for r in runs]
     if len(set(hashes)) != len(hashes):
         raise GridError(f"{where}: two runs have the same config; remove repeated factor values or seeds")

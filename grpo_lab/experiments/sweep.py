@@ -329,7 +329,7 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
     def report(study, trial) -> None:
         shown = {"COMPLETE": f"value {trial.value:.4f}" if trial.value is not None else "",
                  "PRUNED": f"at step {trial.last_step}", "FAIL": trial.user_attrs.get("error", "")}.get(trial.state.name, "")
-        echo(f"trial {trial.number}: {trial.state.name.lower()} {shown} {json.dumps(trial.params)}")
+        echo(f"trial {trial.number}: {trial.state.name.lower()} {shown} {shown_params(trial.params)}")
 
     store = _client(sweep.base)
     try:
@@ -346,6 +346,13 @@ def run_sweep(sweep: Sweep, *, progress: bool = False, echo: Callable[[str], Any
     return study
 
 
+def shown_params(params: dict) -> str:
+    """A trial's parameters for a person: floats to 6 significant digits, so that a stepped value
+    Optuna computes as 0.15000000000000002 reads 0.15 (MLflow and Optuna keep the exact value)."""
+    return json.dumps({key: float(f"{value:.6g}") if isinstance(value, float) else value
+                       for key, value in params.items()})
+
+
 def format_study(study) -> str:
     from optuna.trial import TrialState
 
@@ -354,5 +361,5 @@ def format_study(study) -> str:
     lines = [f"study {study.study_name}: " + ", ".join(f"{n} {k}" for k, n in counts.items())]
     if counts["complete"]:
         best = study.best_trial
-        lines.append(f"best: trial {best.number}, value {best.value:.4f}, params {json.dumps(best.params)}")
+        lines.append(f"best: trial {best.number}, value {best.value:.4f}, params {shown_params(best.params)}")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ class Export:
     folder: Path
     source: str
     files: list
+    config: Optional[object] = None  # the run's Config
 
 
 def export(name: str, out: str | Path, *, tracking_uri: Optional[str] = None, overwrite: bool = False) -> Export:
@@ -39,4 +40,4 @@ def export(name: str, out: str | Path, *, tracking_uri: Optional[str] = None, ov
     policy.save_pretrained(out, safe_serialization=True)
     source.tokenizer.save_pretrained(out)
     (out / EXPORT_CONFIG).write_text(source.config.to_yaml())
-    return Export(out, name, sorted(p.name for p in out.iterdir()))
+    return Export(out, name, sorted(p.name for p in out.iterdir()), source.config)

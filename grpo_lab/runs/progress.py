@@ -11,8 +11,19 @@ from typing import Optional
 import lightning as L
 
 SHOWN = (("rollout/reward_mean", "reward"), ("rollout/accuracy", "accuracy"), ("actor/loss", "loss"),
-         ("critic/value_loss", "value loss"), ("sft_loss", "loss"), ("reward_model/loss", "loss"),
-         ("reward_model/accuracy", "pair accuracy"))
+         ("actor/grad_norm", "grad norm"), ("critic/value_loss", "value loss"), ("sft_loss", "loss"),
+         ("reward_model/loss", "loss"), ("reward_model/accuracy", "pair accuracy"))
+SURROGATE = "actor/ratio_mean"  # logged by the policy-gradient objectives (the clipped surrogate, CISPO)
+
+
+def shown(metrics: dict) -> list[tuple[str, str]]:
+    """The (key, name) pairs of `SHOWN` the line shows for a step's `metrics`. A policy-gradient step shows
+    its gradient norm, not its loss: at the first update of a batch the ratio is 1, so the surrogate's value
+    is minus the (aggregated) mean advantage, ~0 by construction (the advantages are centred per group),
+    while its gradient is not; `actor/loss` is in MLflow all the same."""
+    surrogate = SURROGATE in metrics
+    return [(key, name) for key, name in SHOWN if key in metrics
+            and not (key == "actor/loss" and surrogate) and not (key == "actor/grad_norm" and not surrogate)]
 
 
 def _minutes(seconds: float) -> str:
@@ -34,7 +45,7 @@ class StepProgress(L.Callback):
         elapsed = time.monotonic() - self.start
         per_step = elapsed / max(step - self.done_before, 1)
         parts = [f"{self.label} step {step}/{self.total}"]
-        parts += [f"{name} {metrics[key]:.3g}" for key, name in SHOWN if key in metrics]
+        parts += [f"{name} {metrics[key]:.3g}" for key, name in shown(metrics)]
         parts.append(f"{per_step:.2f} s/step, {_minutes(per_step * (self.total - step))} left")
         return " | ".join(parts)
 

@@ -46,18 +46,29 @@ def local_dir(uri: str) -> Path | None:
 
 
 def check_writable(uri: str, *dirs: str | Path) -> None:
-    """Fail fast, with the fix in the message, when the tracking store or an output folder cannot take a run."""
-    targets = [d for d in [local_dir(uri), *map(Path, dirs)] if d is not None]
-    for d in targets:
+    """Fail fast, with the fix in the message, when the tracking store or an output folder cannot take a run.
+
+    The tracking store's folder is made here (MLflow needs it to exist); the output folders are not,
+    so that a run which stops before it starts leaves no empty run folder behind: where one does not
+    exist yet, the nearest folder above it that does is tried instead."""
+    store = local_dir(uri)
+    targets = [(d, d == store) for d in [store, *map(Path, dirs)] if d is not None]
+    for d, make in targets:
         d = d.resolve()
+        probe = d
+        while not make and not probe.exists() and probe != probe.parent:
+            probe = probe.parent
         try:
-            d.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=d, prefix=".grpo_lab_write_test"):
+            if make:
+                d.mkdir(parents=True, exist_ok=True)
+            elif not probe.is_dir():
+                raise NotADirectoryError(f"{probe} is a file")
+            with tempfile.NamedTemporaryFile(dir=probe, prefix=".grpo_lab_write_test"):
                 pass
         except OSError as exc:
             raise TrackingError(f"cannot write to {d} ({exc.strerror or exc}); point MLFLOW_TRACKING_URI / "
                                 "tracking.uri or train.out_dir at a writable folder") from None
-        free = shutil.disk_usage(d).free
+        free = shutil.disk_usage(probe).free
         if free < MIN_FREE_BYTES:
             raise TrackingError(f"only {free // 2**20} MiB free on the disk holding {d}; free at least "
                                 f"{MIN_FREE_BYTES // 2**20} MiB or write elsewhere")

@@ -106,9 +106,9 @@ def _run(config: Config, share, *, tags, progress, log, callbacks, on_eval, resu
     if resume_from is not None:  # read first: a refused or damaged checkpoint stops the run before anything starts
         info = read_resume_info(resume_from)
         run_id = info["mlflow_run_id"] if run_id is None else run_id
+    task = build_task_for(config)  # first: data the task refuses stops the run before anything is made
     if log:
         tracking.check_writable(config.tracking.resolved_uri, out_dir, config.sft.resolved_cache_dir)
-    task = build_task_for(config)
     policy, tokenizer, sft_path = warm_start(config, task, progress=progress, device=device)
     share.update(force=True)  # the warm start trained with a thread count of its own
     reward_model = reward_model_of(config, share, train=_run, progress=progress)  # a learned reward (cached)

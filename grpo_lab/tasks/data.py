@@ -75,6 +75,53 @@ def load_splits(path: str, splits: tuple[str, ...], *, subset: str, cache_dir: s
     return found
 
 
+PLAIN = (".jsonl", ".json", ".csv")  # what the standard library reads, without `datasets`
+
+
+class _NotPlain(Exception):
+    """Rows that only `datasets` reads (or that it reads differently): no early check of them."""
+
+
+def plain_splits(path: str, splits: tuple[str, ...], *, subset: str) -> dict[str, list[Part]] | None:
+    """The rows `load_splits` would find at ``path``, read with the standard library (json, csv) and
+    not with `datasets`, so that a row a task refuses can be reported before torch and `datasets`
+    load; None where that is not possible: parquet files, save_to_disk folders, datasets in the
+    Hugging Face cache, a path that does not exist, or text the standard library does not parse
+    (`load_splits` reports those). A key missing from a JSON row stays missing (`datasets` makes it
+    null); a CSV cell is text."""
+    location = Path(path).expanduser()
+    if not location.exists():
+        return None
+    try:
+        if location.is_file():
+            return {splits[0]: [_read_plain(location)]}
+        if _saved_dataset(location):
+            return None
+        found = {split: [_read_plain(file) for file in files] for split in splits
+                 if (files := _split_files(location, split, subset))}
+    except (_NotPlain, OSError, UnicodeDecodeError, ValueError):
+        return None
+    return found or None
+
+
+def _read_plain(file: Path) -> Part:
+    import csv
+    import json
+
+    if file.suffix not in PLAIN:
+        raise _NotPlain(file)
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".csv":
+        rows = list(csv.DictReader(text.splitlines()))
+    elif file.suffix == ".json" and text.lstrip().startswith("["):
+        rows = json.loads(text)
+    else:
+        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    if not all(isinstance(row, dict) for row in rows):
+        raise _NotPlain(file)
+    return str(file), rows
+
+
 def _split_files(directory: Path, split: str, subset: str) -> list[Path]:
     """Files of one split: ``<split>.<ext>`` or shards ``<split>-*.<ext>``, in ``directory`` or
     else in ``directory/<subset>``."""

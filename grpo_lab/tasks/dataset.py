@@ -22,6 +22,7 @@ Each row becomes an `Example`:
 Train and eval sets: the ``train_split`` and ``eval_split`` of the data where both exist, else the
 one split is divided by ``seed`` (``eval_size`` rows, default 10%, held out). ``train_size`` and
 ``eval_size`` cap the sets (a seeded subset); train rows whose prompt is in the eval set are dropped.
+``rows`` gives the rows by split, already read (`check_rows_early` reads them without `datasets`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .answers import COMPARISONS, canonical, get_extractor
 from .base import Example, TaskError, VerifiableTask, check_int
-from .data import load_splits
+from .data import load_splits, plain_splits
 
 ALPHABET = "\n" + "".join(chr(code) for code in range(32, 127))
 _ASCII_LOOKALIKES = str.maketrans(
@@ -98,6 +99,7 @@ class DatasetTask(VerifiableTask):
         system_prompt: Optional[str] = None,
         chat_template: Optional[Callable[[list], str]] = None,
         ascii: bool = False,
+        rows: Optional[dict] = None,
     ) -> None:
         name = self.name
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -135,8 +137,8 @@ class DatasetTask(VerifiableTask):
                          "extractor": self.extractor_name, "pattern": pattern, "compare": compare,
                          "tolerance": tolerance, "system_prompt": system_prompt, "chat": chat_template is not None,
                          "ascii": ascii}
-        parts = load_splits(str(path), (train_split, eval_split), subset=subset, cache_dir=cache_dir, task=name,
-                            kind=self.kind)
+        parts = rows if rows is not None else load_splits(str(path), (train_split, eval_split), subset=subset,
+                                                          cache_dir=cache_dir, task=name, kind=self.kind)
         splits = {split: [self.make_example(row, number, source) for source, rows in found
                           for number, row in enumerate(rows, start=1)] for split, found in parts.items()}
         rng = random.Random(seed)
@@ -191,13 +193,16 @@ class DatasetTask(VerifiableTask):
 
     def make_example(self, row: dict, number: int, source: str) -> Example:
         values = self.values(row, number, source)
-        reference = values["answer"]
-        answer = self._extract(str(reference)) if reference is not None else None
+        reference, column = values["answer"], self.columns["answer"]
+        if reference is None:
+            raise TaskError(f"{self.name}: row {number} of {source} has no answer: its {column!r} is null or missing "
+                            "(task.columns.answer); give every row one")
+        answer = self._extract(str(reference))
         if answer is None:
             answer = canonical(self.text(reference))
         if answer is None:
-            raise TaskError(f"{self.name}: row {number} of {source} has an empty answer (column "
-                            f"{self.columns['answer']!r})")
+            raise TaskError(f"{self.name}: row {number} of {source} has an empty answer ({column!r} is "
+                            f"{str(reference)!r}); give every row one")
         target = values["target"] if "target" in self.columns else reference
         return Example(prompt=self.chat(self.text(self.render(values, number, source))), answer=answer,
                        target=self.text(target).strip(), fields=values)
@@ -238,3 +243,23 @@ class DatasetTask(VerifiableTask):
         if size is None or size > len(examples):
             return list(examples)
         return [examples[i] for i in sorted(rng.sample(range(len(examples)), size))]
+
+
+def check_rows_early(name: str, *, seed: int, options: dict) -> bool:
+    """Build the data task ``name`` (``dataset``, ``gsm8k`` or a subclass) from its rows read with the
+    standard library (`tasks.data.plain_splits`), so that a row it refuses (a missing column, an empty
+    answer, a template it cannot fill) or a split it cannot make stops a run before torch and
+    `datasets` load. The chat template is left out (it needs the model's tokenizer). Returns whether
+    the rows could be read so: False for parquet, save_to_disk folders, the Hugging Face cache and any
+    task that is not a data task; those are checked when the task is built."""
+    from .base import task_factory
+
+    cls = task_factory(name)
+    if not (isinstance(cls, type) and issubclass(cls, DatasetTask)) or options.get("path") is None:
+        return False
+    splits = (options.get("train_split", "train"), options.get("eval_split", "test"))
+    rows = plain_splits(str(options["path"]), splits, subset=options.get("subset") or cls.default_subset)
+    if rows is None:
+        return False
+    cls(seed=seed, rows=rows, **{key: value for key, value in options.items() if key != "system_prompt"})
+    return True

@@ -59,7 +59,8 @@ class GSM8KTask(DatasetTask):
         for key in (question, answer):
             value = row.get(key)
             if not isinstance(value, str) or not value.strip():
-                raise TaskError(f"{self.name}: row {number} of {source} has no {key!r} field; each row needs "
+                problem = f"no {key!r} field" if value is None else f"an empty {key!r} ({value!r})"
+                raise TaskError(f"{self.name}: row {number} of {source} has {problem}; each row needs "
                                 f"non-empty {question!r} and {answer!r} strings")
         if "####" not in row[answer]:
             raise TaskError(f"{self.name}: row {number} of {source} has no '####' final answer; each answer "

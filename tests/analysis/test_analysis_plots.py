@@ -105,3 +105,62 @@ def test_interval_name_says_which_intervals_are_drawn():
     assert named("t", "percentile") == ("95% CI (percentile bootstrap; t-interval for arms with "
                                         "few seeds)")
     assert plots.interval_name([]) == "CI"
+
+
+# arm labels of 80 characters: a reward ablation's levels crossed with other factors
+LONG = [f"task.rewards=correct+0.1*format,loss.aggregation={agg},optim.lr={lr}".ljust(80, "x")
+        for agg in ("token_mean", "seq_mean_token_sum_norm") for lr in ("3e-4", "1e-4")]
+
+
+def inside(figure, box) -> bool:
+    outer = figure.bbox
+    return box.x0 >= outer.x0 - 0.5 and box.x1 <= outer.x1 + 0.5 and box.y0 >= outer.y0 - 0.5 and box.y1 <= outer.y1 + 0.5
+
+
+@pytest.mark.parametrize("arms", [LONG, LONG[:1], [f"{i}:{a[:38]}" for i, a in enumerate(LONG)]])
+def test_final_metric_labels_of_any_length_fit_beside_the_axes(arms):
+    rng = np.random.default_rng(0)
+    finals = pd.DataFrame([{"arm": arm, "seed": s, "value": 0.5 + 0.01 * i + rng.normal(0, 0.01)}
+                           for i, arm in enumerate(arms) for s in range(3)])
+    intervals = {arm: Interval(0.5 + 0.01 * i, 0.48, 0.52 + 0.01 * i, 0.95, "t") for i, arm in enumerate(arms)}
+    figure = plots.final_metric_figure(finals, intervals, "eval/accuracy")
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    axes = figure.axes[0]
+    ticks = [t for t in axes.get_yticklabels() if t.get_text()]
+    assert [t.get_text().replace("\n", "") for t in ticks] == sorted(arms)  # every character shown
+    boxes = [t.get_window_extent(renderer) for t in ticks]
+    assert all(inside(figure, box) for box in boxes)
+    assert all(a.y1 <= b.y0 + 1 or b.y1 <= a.y0 + 1 for a, b in zip(boxes, boxes[1:]))  # no two overlap
+    assert axes.get_window_extent(renderer).width >= 0.4 * figure.bbox.width  # the axes keep room
+    assert fits(figure, title_of(figure))
+    plt.close(figure)
+
+
+def test_long_labels_wrap_where_the_parts_of_an_arm_label_meet():
+    figure = plt.figure(figsize=(6.4, 4))
+    wrapped = plots.wrap_label(figure, LONG[0], 0.42 * figure.bbox.width)
+    assert wrapped.replace("\n", "") == LONG[0] and wrapped.count("\n") >= 1
+    assert wrapped.split("\n")[0].endswith(",")  # broken after a comma, not inside a key=value part
+    plt.close(figure)
+
+
+@pytest.mark.parametrize("arms", [LONG, ARMS, ["a", "b"]])
+def test_learning_curves_legend_sits_outside_the_axes_and_fits(arms, recwarn):
+    metric = "eval/accuracy"
+    frame = pd.DataFrame([{"arm": arm, "seed": s, "step": step, metric: 0.5 + i * 0.01 + step / 100}
+                          for i, arm in enumerate(arms) for s in range(3) for step in (0, 10, 20)])
+    figure = plots.learning_curves_figure(frame, metric)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    (legend,) = figure.legends
+    box = legend.get_window_extent(renderer)
+    assert inside(figure, box)
+    assert all(inside(figure, text.get_window_extent(renderer)) for text in legend.get_texts())
+    assert [t.get_text().replace("\n", "") for t in legend.get_texts()] == sorted(arms)
+    axes = figure.axes[0]
+    assert box.y1 <= axes.get_tightbbox(renderer).y0 + 1  # below the axes and their labels, not over the curves
+    assert axes.get_window_extent(renderer).height >= 2.0 * figure.dpi  # not squeezed to a strip
+    assert fits(figure, title_of(figure))
+    assert not [w for w in recwarn if "ight layout" in str(w.message)]
+    plt.close(figure)

@@ -87,3 +87,22 @@ def test_zero_difference_needs_infinite_seeds():
 def test_single_arm_is_reported(finals):
     warnings = validity.check_comparison(make_frame(finals), ["method"])
     assert any("only one arm" in w for w in warnings)
+
+
+def test_a_difference_just_above_the_tolerance_reads_as_above_it():
+    b_budget = {**EQUAL_BUDGET, "budget/tokens": 5e5 * 1.0105}  # 1.04% of b's own budget
+    frame = make_frame(BALANCED, budgets={"a": EQUAL_BUDGET, "b": b_budget})
+    (warning,) = validity.check_compute(frame)
+    assert "budget/tokens differs by 1.04% between arms (> 1%)" in warning
+
+
+def test_sub_keys_of_a_list_or_mapping_factor_are_the_factor():
+    # MLflow holds task.rewards as one param per item: task.rewards/0/fn, ...; a mapping-valued factor
+    # (reward.model.prompts) as reward.model/prompts
+    rewards = {"a": {"task.rewards/0/fn": "correct", "reward.model/prompts": "128"},
+               "b": {"task.rewards/0/fn": "correct", "task.rewards/1/fn": "format",
+                     "task.rewards/1/weight": "0.1", "reward.model/prompts": "512"}}
+    frame = make_frame(BALANCED, params=rewards)
+    assert validity.check_configs(frame, ["method", "task.rewards", "reward.model.prompts"]) == []
+    (warning,) = validity.check_configs(frame, ["method", "reward.model.prompts"])
+    assert "task.rewards/1/fn" in warning  # not a factor here: a confound
